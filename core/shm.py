@@ -1,0 +1,88 @@
+"""The shared-memory weight snapshot: the wire format from learner to rollout.
+
+The learner writes every tensor of a policy version into one flat file under
+/dev/shm (64-byte aligned), and sends only a `WeightSnapshot` descriptor through
+Ray. Each rollout engine maps the file and loads the tensors without another
+copy through the object store. Both sides import this module; torch is imported
+inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+ALIGN = 64
+DEFAULT_ROOT = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class WeightSnapshot:
+    """Where version `version`'s weights lie, and how to cut them out."""
+
+    version: int
+    path: str
+    entries: tuple[TensorEntry, ...]
+    total_bytes: int
+
+
+def write_snapshot(
+    path: str | Path, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int
+) -> WeightSnapshot:
+    """Write tensors (any dtype, on CPU) into one aligned flat file."""
+    import torch
+
+    tensors = [(name, t.detach().contiguous().cpu()) for name, t in named_tensors]
+    entries: list[TensorEntry] = []
+    offset = 0
+    for name, tensor in tensors:
+        nbytes = tensor.numel() * tensor.element_size()
+        entries.append(
+            TensorEntry(
+                name, str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape), offset, nbytes
+            )
+        )
+        offset += -(-nbytes // ALIGN) * ALIGN
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".partial")
+    buffer = torch.zeros(max(offset, 1), dtype=torch.uint8)
+    for (_, tensor), entry in zip(tensors, entries, strict=True):
+        flat = tensor.reshape(-1).view(torch.uint8) if tensor.numel() else tensor.view(torch.uint8)
+        buffer[entry.offset : entry.offset + entry.nbytes] = flat
+    with open(tmp, "wb") as handle:
+        handle.write(buffer.numpy().tobytes())
+    os.replace(tmp, path)  # readers never see a half-written snapshot
+    return WeightSnapshot(version, str(path), tuple(entries), offset)
+
+
+def read_snapshot(snapshot: WeightSnapshot) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) views over a private mapping of the snapshot file."""
+    import torch
+
+    flat = torch.from_file(
+        snapshot.path, shared=False, size=max(snapshot.total_bytes, 1), dtype=torch.uint8
+    )
+    for entry in snapshot.entries:
+        dtype = getattr(torch, entry.dtype)
+        raw = flat[entry.offset : entry.offset + entry.nbytes]
+        yield entry.name, raw.view(dtype).reshape(entry.shape)
+
+
+def remove_snapshot(snapshot: WeightSnapshot) -> None:
+    Path(snapshot.path).unlink(missing_ok=True)

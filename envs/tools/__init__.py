@@ -1,0 +1,1 @@
+"""Tools that environments hand to the model."""

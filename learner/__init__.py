@@ -1,0 +1,1 @@
+"""Consuming experience: DeepSpeed learner ranks, losses, weight publishing."""

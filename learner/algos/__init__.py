@@ -1,0 +1,18 @@
+"""Algorithms by name: small classes in one dict; the learner picks one from config."""
+
+from __future__ import annotations
+
+from core.config import AlgoConfig, ConfigError
+from learner.algos.base import Algorithm, PolicyInputs, PolicyLoss
+from learner.algos.grpo import GRPO
+
+ALGORITHMS: dict[str, type] = {"grpo": GRPO}
+
+
+def make_algorithm(cfg: AlgoConfig) -> Algorithm:
+    if cfg.name not in ALGORITHMS:
+        raise ConfigError(f"algo.name={cfg.name!r} is unknown; choose one of {sorted(ALGORITHMS)}")
+    return ALGORITHMS[cfg.name](cfg)
+
+
+__all__ = ["ALGORITHMS", "Algorithm", "PolicyInputs", "PolicyLoss", "make_algorithm"]

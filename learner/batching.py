@@ -1,0 +1,116 @@
+"""From a Batch of groups to padded micro-batches, the same plan on every rank.
+
+Owns: which trajectories are trained on (trainable statuses only), their
+advantages (from the algorithm, per group), the loss-aggregation weights over
+the whole batch, and the split into micro-batches under a token budget. Every
+rank computes the same plan from the same batch and takes every world-th
+micro-batch; the plan is padded with empty micro-batches so all ranks run the
+same number of forward passes (ZeRO-3 gathers parameters collectively).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from core.types import Batch
+from learner.algos.base import Algorithm, token_mean_weights
+
+
+@dataclass
+class Sample:
+    tokens: list[int]
+    loss_mask: list[int]
+    behavior_logprobs: list[float]
+    advantage: float
+    staleness: int
+
+
+@dataclass
+class MicroBatch:
+    input_ids: torch.Tensor
+    """[B, T] right-padded."""
+    attention_mask: torch.Tensor
+    loss_mask: torch.Tensor
+    """[B, T-1] float: 1 where target position t+1 is a generated token."""
+    targets: torch.Tensor
+    behavior_logprobs: torch.Tensor
+    advantages: torch.Tensor
+    weights: torch.Tensor
+    """[B, T-1] aggregation weight of each target token (0 off the mask)."""
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.loss_mask.sum())
+
+
+def collect_samples(batch: Batch, algorithm: Algorithm) -> list[Sample]:
+    samples: list[Sample] = []
+    for group in batch.groups:
+        members = [t for t in group.trajectories if t.status.trainable and t.num_generated]
+        if len(members) < 2:
+            continue  # a lone sample has no group baseline
+        advantages = algorithm.advantages([t.reward for t in members])
+        for traj, advantage in zip(members, advantages, strict=True):
+            samples.append(
+                Sample(
+                    tokens=traj.tokens,
+                    loss_mask=traj.loss_mask,
+                    behavior_logprobs=traj.behavior_logprobs,
+                    advantage=advantage,
+                    staleness=traj.staleness(batch.learner_version),
+                )
+            )
+    return samples
+
+
+def plan_micro_batches(
+    samples: list[Sample], token_budget: int, world_size: int, pad_id: int
+) -> list[MicroBatch | None]:
+    """Micro-batches whose padded size stays within `token_budget`, sorted by
+    length; the list length is a multiple of `world_size` (None = empty slot)."""
+    weight = token_mean_weights(sum(sum(s.loss_mask) for s in samples))
+    order = sorted(range(len(samples)), key=lambda i: len(samples[i].tokens))
+    plan: list[MicroBatch | None] = []
+    current: list[Sample] = []
+    for index in order:
+        sample = samples[index]
+        width = max([len(s.tokens) for s in current] + [len(sample.tokens)])
+        if current and width * (len(current) + 1) > token_budget:
+            plan.append(collate(current, weight, pad_id))
+            current = []
+        current.append(sample)
+    if current:
+        plan.append(collate(current, weight, pad_id))
+    while len(plan) % world_size:
+        plan.append(None)
+    return plan
+
+
+def collate(samples: list[Sample], weight: float, pad_id: int) -> MicroBatch:
+    width = max(len(s.tokens) for s in samples)
+    rows = len(samples)
+    ids = torch.full((rows, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((rows, width), dtype=torch.long)
+    mask = torch.zeros((rows, width), dtype=torch.float32)
+    behavior = torch.zeros((rows, width), dtype=torch.float32)
+    advantages = torch.zeros((rows, width), dtype=torch.float32)
+    for row, sample in enumerate(samples):
+        n = len(sample.tokens)
+        ids[row, :n] = torch.tensor(sample.tokens)
+        attention[row, :n] = 1
+        mask[row, :n] = torch.tensor(sample.loss_mask, dtype=torch.float32)
+        behavior[row, :n] = torch.tensor(sample.behavior_logprobs, dtype=torch.float32)
+        advantages[row, :n] = sample.advantage
+    # Position t predicts token t+1: targets and their per-token fields shift left.
+    target_mask = mask[:, 1:]
+    return MicroBatch(
+        input_ids=ids,
+        attention_mask=attention,
+        loss_mask=target_mask,
+        targets=ids[:, 1:],
+        behavior_logprobs=behavior[:, 1:],
+        advantages=advantages[:, 1:],
+        weights=target_mask * weight,
+    )

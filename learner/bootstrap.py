@@ -1,0 +1,177 @@
+"""Building a tiny Qwen3 policy locally: tokenizer, model from config, SFT warm-up.
+
+No weights can be downloaded on this machine kind, so the default policy is
+made here: a byte-level BPE tokenizer trained with `tokenizers` on the task's
+own dialogues (digits split one per token), the Qwen-style chat template from
+`core.chat`, a Qwen3 (or Qwen3-MoE) model from config, and a short supervised
+warm-up on demonstration dialogues so that RL starts from a policy that
+sometimes succeeds. Everything is seeded; the same inputs give the same bytes.
+
+What the dialogues are is not this module's business: it receives text for the
+tokenizer and (ids, loss_mask) pairs for the warm-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from core.chat import MARKUP_TOKENS, QWEN_STYLE_TEMPLATE, SPECIAL_TOKENS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TinyArchitecture:
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 32
+    max_positions: int = 2048
+    num_experts: int = 0
+    """0 builds a dense Qwen3; >0 builds a Qwen3-MoE with that many experts."""
+    experts_per_token: int = 2
+    moe_intermediate_size: int = 128
+
+
+def build_tokenizer(corpus: Sequence[str], vocab_size: int) -> Any:
+    """A byte-level BPE tokenizer with Qwen's special tokens and chat template."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS + MARKUP_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        min_frequency=2,
+        show_progress=False,
+    )
+    core.train_from_iterator(corpus, trainer)
+    core.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    core.add_tokens([AddedToken(t, special=False, normalized=False) for t in MARKUP_TOKENS])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token=SPECIAL_TOKENS[2],
+        pad_token=SPECIAL_TOKENS[0],
+        chat_template=QWEN_STYLE_TEMPLATE,
+        model_max_length=4096,
+    )
+
+
+def build_model(tokenizer: Any, arch: TinyArchitecture, seed: int) -> torch.nn.Module:
+    """A randomly initialised Qwen3 / Qwen3-MoE causal LM sized by `arch`."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    torch.manual_seed(seed)
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=arch.hidden_size,
+        intermediate_size=arch.intermediate_size,
+        num_hidden_layers=arch.num_layers,
+        num_attention_heads=arch.num_heads,
+        num_key_value_heads=arch.num_kv_heads,
+        head_dim=arch.head_dim,
+        max_position_embeddings=arch.max_positions,
+        rope_theta=10000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        dtype="float32",
+    )
+    if arch.num_experts > 0:
+        config = Qwen3MoeConfig(
+            **common,
+            num_experts=arch.num_experts,
+            num_experts_per_tok=arch.experts_per_token,
+            moe_intermediate_size=arch.moe_intermediate_size,
+            decoder_sparse_step=1,
+            norm_topk_prob=True,
+        )
+        model = Qwen3MoeForCausalLM(config)
+    else:
+        model = Qwen3ForCausalLM(Qwen3Config(**common))
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+@dataclass(frozen=True)
+class WarmupSettings:
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup_steps: int = 20
+    seed: int = 0
+
+
+def sft_warmup(
+    model: torch.nn.Module,
+    examples: Sequence[tuple[list[int], list[int]]],
+    settings: WarmupSettings,
+    pad_id: int,
+) -> list[float]:
+    """Next-token cross-entropy on mask==1 tokens; returns the loss per step."""
+    rng = random.Random(settings.seed)
+    torch.manual_seed(settings.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _cosine_with_warmup(step, settings.warmup_steps, settings.steps)
+    )
+    model.train()
+    losses: list[float] = []
+    for step in range(settings.steps):
+        batch = rng.sample(list(examples), min(settings.batch_size, len(examples)))
+        ids, mask = _pad(batch, pad_id)
+        logits = model(input_ids=ids, attention_mask=(mask >= 0).long()).logits[:, :-1]
+        targets = ids[:, 1:]
+        weights = (mask[:, 1:] > 0).float()
+        nll = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+        )
+        loss = (nll * weights.reshape(-1)).sum() / weights.sum().clamp(min=1.0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss))
+        if step % 50 == 0 or step == settings.steps - 1:
+            log.info("warm-up step %d/%d loss %.4f", step + 1, settings.steps, losses[-1])
+    model.eval()
+    return losses
+
+
+def _pad(batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, ...]:
+    """Right-pads ids with `pad_id` and masks with -1 (marks padding)."""
+    width = max(len(ids) for ids, _ in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.full((len(batch), width), -1, dtype=torch.long)
+    for row, (seq, seq_mask) in enumerate(batch):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = torch.tensor(seq_mask)
+    return ids, mask
+
+
+def _cosine_with_warmup(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))

@@ -1,0 +1,64 @@
+"""LearnerWorker: the Ray actor around one DeepSpeed rank (a thin shell over Trainer).
+
+Sets DeepSpeed's accelerator and the torch-extensions cache before DeepSpeed
+is imported (its CPU communication op is compiled once and reused).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from core.config import AlgoConfig, LearnerConfig
+from core.shm import WeightSnapshot
+from core.types import Batch
+
+EXTENSIONS_CACHE = Path("~/.cache/asyncrl/torch_extensions").expanduser()
+
+
+class LearnerWorker:
+    def __init__(
+        self,
+        model_path: str,
+        cfg: LearnerConfig,
+        algo: AlgoConfig,
+        temperature: float,
+        rank: int,
+        world_size: int,
+        master_port: int,
+        seed: int,
+    ):
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(EXTENSIONS_CACHE))
+        from learner.trainer import RankInfo, Trainer
+
+        self.trainer = Trainer(
+            model_path,
+            cfg,
+            algo,
+            temperature=temperature,
+            rank=RankInfo(rank=rank, world_size=world_size, master_port=master_port),
+            seed=seed,
+        )
+
+    def ready(self) -> int:
+        return self.trainer.rank.rank
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        return self.trainer.train_step(batch)
+
+    def export_weights(self, directory: str, version: int) -> WeightSnapshot | None:
+        return self.trainer.export_weights(directory, version)
+
+    def logprobs(self, ids: list[int]) -> list[float]:
+        return self.trainer.logprobs(ids)
+
+    def save_pretrained(self, directory: str) -> None:
+        self.trainer.save_pretrained(directory)
+
+    def health(self) -> dict[str, Any]:
+        return {"rank": self.trainer.rank.rank, "version": self.trainer.version, "pid": os.getpid()}

@@ -1,0 +1,1 @@
+"""The asynchronous control plane: buffer, controller, system lifecycle, bootstrap."""

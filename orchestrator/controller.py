@@ -1,0 +1,156 @@
+"""The controller: the training loop, asynchronous by default.
+
+    start producing groups (bounded by the staleness gate)
+    for each step:
+        take a batch of fresh complete groups from the buffer
+        train one step on it
+        export the new weights and publish them to the rollout workers
+        log
+
+Rollouts never wait for the learner except as the staleness gate requires:
+a group may start only while (groups started and not dropped) stays within
+(version + max_staleness + 1) batches. With `trainer.mode=sync` the gate is 0
+versions wide, which makes the same loop generate, train, publish in turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.config import Config
+from core.metrics import MetricsLogger
+from core.types import Batch, Group
+from core.waits import bounded
+from orchestrator.buffer import ReplayBuffer
+from orchestrator.summaries import batch_metrics
+from orchestrator.system import System
+from rollout.envpool import GroupSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunState:
+    version: int = 0
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Producer:
+    """Keeps groups in flight on the env pools and admits finished ones to the buffer."""
+
+    def __init__(self, system: System, buffer: ReplayBuffer, cfg: Config, state: RunState):
+        self.pools = system.pools
+        self.buffer = buffer
+        self.cfg = cfg
+        self.state = state
+        self.staleness = 0 if cfg.trainer.mode == "sync" else cfg.buffer.max_staleness
+        self.started = 0
+        self.dropped = 0
+        self.generated_tokens = 0
+        self._seeds = itertools.count(cfg.trainer.seed * 1_000_000)
+        self._in_flight: set[asyncio.Task] = set()
+        self._arrived = asyncio.Event()
+
+    def _may_start(self) -> bool:
+        allowed = (self.state.version + self.staleness + 1) * self.cfg.buffer.groups_per_batch
+        return self.started - self.dropped < allowed
+
+    async def run(self) -> None:
+        while True:
+            while self._may_start():
+                self._start_group()
+            if self._in_flight:
+                done, _ = await asyncio.wait(
+                    self._in_flight, timeout=0.2, return_when="FIRST_COMPLETED"
+                )
+                for task in done:
+                    self._admit(task)
+            else:
+                await asyncio.sleep(0.05)
+
+    async def next_batch(self, timeout_s: float) -> list[Group]:
+        deadline = time.monotonic() + timeout_s
+        while (groups := self.buffer.take(self.cfg.buffer.groups_per_batch)) is None:
+            self._arrived.clear()
+            await bounded(
+                self._arrived.wait(),
+                max(0.0, deadline - time.monotonic()),
+                f"{self.cfg.buffer.groups_per_batch} groups for step {self.state.step}",
+            )
+        return groups
+
+    def _start_group(self) -> None:
+        seed = next(self._seeds)
+        pool = self.pools[self.started % len(self.pools)]
+        spec = GroupSpec(group_id=f"g{seed}", task_seed=seed, size=self.cfg.env.group_size)
+        task = asyncio.ensure_future(pool.run_group.remote(spec))
+        self._in_flight.add(task)
+        self.started += 1
+
+    def _admit(self, task: asyncio.Task) -> None:
+        self._in_flight.discard(task)
+        group: Group = task.result()
+        self.generated_tokens += sum(t.num_generated for t in group.trajectories)
+        if not self.buffer.add(group):
+            self.dropped += 1
+        self._arrived.set()
+
+    def stop(self) -> None:
+        for task in self._in_flight:
+            task.cancel()
+
+
+async def train(
+    system: System, cfg: Config, logger: MetricsLogger, progress: Any = None
+) -> RunState:
+    state = RunState()
+    buffer = ReplayBuffer(
+        cfg.buffer.max_staleness, cfg.buffer.capacity_groups, lambda: state.version
+    )
+    producer = Producer(system, buffer, cfg, state)
+    producing = asyncio.create_task(producer.run())
+    started = last = time.perf_counter()
+    last_tokens = 0
+    try:
+        for step in range(cfg.trainer.total_steps):
+            state.step = step
+            groups = await _race(producer.next_batch(cfg.rollout.startup_timeout_s), producing)
+            metrics = await system.train_step(Batch(groups, state.version))
+            snapshot = await system.export_weights(state.version + 1)
+            metrics |= await system.publish(snapshot)
+            state.version += 1
+            now = time.perf_counter()
+            metrics |= batch_metrics(groups, state.version - 1)
+            metrics |= buffer.stats()
+            metrics["perf/rollout_tokens_per_s"] = (producer.generated_tokens - last_tokens) / (
+                now - last
+            )
+            metrics["perf/step_s"] = now - last
+            metrics["perf/elapsed_s"] = now - started
+            metrics["trainer/version"] = float(state.version)
+            last, last_tokens = now, producer.generated_tokens
+            logger.log(step, metrics)
+            state.history.append(metrics)
+            if progress is not None:
+                progress(step, metrics)
+    finally:
+        producer.stop()
+        producing.cancel()
+    return state
+
+
+async def _race(waiting: Any, producing: asyncio.Task) -> Any:
+    """Await `waiting`, but surface the producer's crash instead of timing out."""
+    waiter = asyncio.ensure_future(waiting)
+    await asyncio.wait({waiter, producing}, return_when="FIRST_COMPLETED")
+    if not waiter.done():
+        waiter.cancel()
+        producing.result()  # raises the producer's error
+        raise RuntimeError("the rollout producer stopped")
+    return waiter.result()

@@ -1,0 +1,221 @@
+"""System: the actors of a run and the calls the controller makes on them.
+
+Owns Ray start-up and shutdown, creating the learner ranks, rollout workers and
+env pools, and the group-level calls (train a batch on every rank, export
+weights, publish them to every rollout worker, collect stats). Every call is
+bounded by a timeout that names what it waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.config import Config
+from core.shm import DEFAULT_ROOT, WeightSnapshot, remove_snapshot
+from core.types import Batch
+from core.waits import bounded
+
+log = logging.getLogger(__name__)
+
+ACTOR_ENV = {
+    "TOKENIZERS_PARALLELISM": "false",
+    "VLLM_LOGGING_LEVEL": "WARNING",
+    "PYTHONWARNINGS": "ignore",
+    "WANDB_SILENT": "true",
+}
+OBJECT_STORE_BYTES = 1 << 30
+
+
+@dataclass
+class System:
+    cfg: Config
+    model_path: str
+    learners: list[Any]
+    workers: dict[str, Any]
+    pools: list[Any]
+    weights_dir: Path
+    published: list[WeightSnapshot] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, cfg: Config, model_path: str) -> System:
+        _start_ray(cfg)
+        run_id = f"{Path(cfg.logger.run_dir).name}-{os.getpid()}"
+        weights_dir = Path(DEFAULT_ROOT) / "asyncrl" / run_id
+        learners = _create_learners(cfg, model_path)
+        workers = _create_workers(cfg, model_path)
+        started = time.perf_counter()
+        await bounded(
+            asyncio.gather(*[w.start.remote() for w in workers.values()]),
+            cfg.rollout.startup_timeout_s,
+            f"{len(workers)} vLLM rollout worker(s) to start",
+        )
+        await bounded(
+            asyncio.gather(*[r.ready.remote() for r in learners]),
+            cfg.learner.startup_timeout_s,
+            f"{len(learners)} DeepSpeed learner rank(s) to start",
+        )
+        log.info("learners and rollout workers up in %.0fs", time.perf_counter() - started)
+        pools = _create_pools(cfg, model_path, workers)
+        return cls(cfg, model_path, learners, workers, pools, weights_dir)
+
+    async def train_step(self, batch: Batch) -> dict[str, float]:
+        results = await bounded(
+            asyncio.gather(*[r.train_step.remote(batch) for r in self.learners]),
+            self.cfg.learner.step_timeout_s,
+            f"learner step at version {batch.learner_version}",
+        )
+        return results[0]
+
+    async def export_weights(self, version: int) -> WeightSnapshot:
+        snapshots = await bounded(
+            asyncio.gather(
+                *[r.export_weights.remote(str(self.weights_dir), version) for r in self.learners]
+            ),
+            self.cfg.learner.step_timeout_s,
+            f"learner to export weights v{version}",
+        )
+        return snapshots[0]
+
+    async def publish(self, snapshot: WeightSnapshot) -> dict[str, float]:
+        """Load `snapshot` into every rollout worker (per the lock policy)."""
+        syncs = await bounded(
+            asyncio.gather(
+                *[
+                    w.update_weights.remote(snapshot, self.cfg.rollout.lock)
+                    for w in self.workers.values()
+                ]
+            ),
+            self.cfg.rollout.sync_timeout_s,
+            f"rollout workers to load weights v{snapshot.version}",
+        )
+        self.published.append(snapshot)
+        while len(self.published) > 1:
+            remove_snapshot(self.published.pop(0))
+        return {
+            "sync/pause_s": max(s["pause_s"] for s in syncs),
+            "sync/drain_s": max(s["drain_s"] for s in syncs),
+            "sync/load_s": max(s["load_s"] for s in syncs),
+            "sync/bytes": snapshot.total_bytes,
+        }
+
+    async def worker_stats(self) -> list[dict[str, Any]]:
+        return await bounded(
+            asyncio.gather(*[w.stats.remote() for w in self.workers.values()]),
+            30.0,
+            "rollout worker stats",
+        )
+
+    async def prompt_logprobs(self, ids: list[int]) -> dict[str, list[float]]:
+        """Each rollout worker's logprobs of `ids` (to check weights arrived)."""
+        results = await bounded(
+            asyncio.gather(*[w.prompt_logprobs.remote(ids) for w in self.workers.values()]),
+            60.0,
+            "rollout workers' prompt logprobs",
+        )
+        return dict(zip(self.workers, results, strict=True))
+
+    async def learner_logprobs(self, ids: list[int]) -> list[float]:
+        return await bounded(self.learners[0].logprobs.remote(ids), 60.0, "learner logprobs")
+
+    async def save_pretrained(self, directory: str) -> None:
+        await bounded(
+            asyncio.gather(*[r.save_pretrained.remote(directory) for r in self.learners]),
+            self.cfg.learner.step_timeout_s,
+            "learner to save the final checkpoint",
+        )
+
+    async def shutdown(self) -> None:
+        import ray
+
+        try:
+            await bounded(
+                asyncio.gather(*[w.shutdown.remote() for w in self.workers.values()]),
+                60.0,
+                "rollout workers to shut down",
+            )
+        except Exception as exc:  # noqa: BLE001 - shutting down anyway
+            log.warning("rollout workers did not shut down cleanly: %s", exc)
+        for actor in [*self.pools, *self.workers.values(), *self.learners]:
+            ray.kill(actor)
+        shutil.rmtree(self.weights_dir, ignore_errors=True)
+
+
+def _start_ray(cfg: Config) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(
+        address=cfg.ray.address,
+        num_cpus=cfg.ray.num_cpus,
+        include_dashboard=cfg.ray.include_dashboard,
+        object_store_memory=None if cfg.ray.address else OBJECT_STORE_BYTES,
+        runtime_env={"env_vars": dict(ACTOR_ENV)},
+        log_to_driver=True,
+        logging_level=logging.WARNING,
+    )
+
+
+def _create_learners(cfg: Config, model_path: str) -> list[Any]:
+    import ray
+
+    from learner.worker import LearnerWorker
+
+    port = _free_port()
+    actor = ray.remote(LearnerWorker)
+    return [
+        actor.options(num_cpus=0, name=None).remote(
+            model_path,
+            cfg.learner,
+            cfg.algo,
+            cfg.rollout.temperature,
+            rank,
+            cfg.learner.num_ranks,
+            port,
+            cfg.trainer.seed,
+        )
+        for rank in range(cfg.learner.num_ranks)
+    ]
+
+
+def _create_workers(cfg: Config, model_path: str) -> dict[str, Any]:
+    import ray
+
+    from rollout.worker import RolloutWorker
+
+    actor = ray.remote(RolloutWorker)
+    workers = {}
+    for index in range(cfg.rollout.num_workers):
+        worker_id = f"rollout-{index}"
+        workers[worker_id] = actor.options(
+            num_cpus=cfg.rollout.num_cpus, max_concurrency=100_000
+        ).remote(worker_id, model_path, cfg.rollout, cfg.model.dtype, cfg.trainer.seed + index)
+    return workers
+
+
+def _create_pools(cfg: Config, model_path: str, workers: dict[str, Any]) -> list[Any]:
+    import ray
+
+    from rollout.envpool import EnvPool
+
+    actor = ray.remote(EnvPool)
+    return [
+        actor.options(num_cpus=0, max_concurrency=100_000).remote(
+            f"pool-{index}", workers, model_path, cfg.env, cfg.rollout
+        )
+        for index in range(cfg.env.num_pools)
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

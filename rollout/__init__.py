@@ -1,0 +1,1 @@
+"""Producing experience: vLLM engines, rollout workers, the agent loop, env pools."""

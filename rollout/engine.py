@@ -1,0 +1,273 @@
+"""Engine: one vLLM AsyncLLM, driven by token ids, with RL weight updates.
+
+Owns everything that touches vLLM's API: engine start-up from config,
+generating from token ids with per-token logprobs and weight versions (vLLM
+stamps every output token with the weight version that sampled it), pausing
+and resuming around weight updates through vLLM's weight-transfer API, and
+prompt logprobs for checking that weights arrived. Nothing here knows about
+environments, trajectories or Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.shm import WeightSnapshot
+
+log = logging.getLogger(__name__)
+
+PAUSE_MODES = {"turn": "wait", "none": "keep"}
+"""How a lock policy pauses the engine for an update: `wait` lets in-flight turns
+finish on the old weights; `keep` freezes them and resumes on the new ones."""
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop_token_ids: tuple[int, ...] = ()
+
+
+@dataclass
+class Generation:
+    token_ids: list[int]
+    logprobs: list[float]
+    versions: list[int]
+    finish_reason: str
+    """stop (ended its turn), length (hit max_tokens) or abort."""
+    num_prompt_tokens: int
+    num_cached_tokens: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class EngineStats:
+    requests: int = 0
+    in_flight: int = 0
+    outstanding_tokens: int = 0
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    aborted: int = 0
+    busy_s: float = 0.0
+    syncs: list[dict[str, float]] = field(default_factory=list)
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+class Engine:
+    """One AsyncLLM. `start()` must be awaited before anything else."""
+
+    def __init__(
+        self,
+        model_path: str,
+        dtype: str,
+        max_model_len: int,
+        max_num_seqs: int = 256,
+        gpu_memory_utilization: float = 0.3,
+        enforce_eager: bool = True,
+        seed: int = 0,
+        engine_args: dict[str, Any] | None = None,
+    ):
+        self.model_path = model_path
+        self._args = dict(
+            model=model_path,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            max_num_seqs=max_num_seqs,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enforce_eager=enforce_eager,
+            seed=seed,
+            # Behavior logprobs must be those of the distribution actually sampled
+            # (after temperature), which is what the learner recomputes.
+            logprobs_mode="processed_logprobs",
+            enable_prefix_caching=True,
+            weight_transfer_config={"backend": "asyncrl_shm"},
+            disable_log_stats=True,
+        )
+        self._args.update(engine_args or {})
+        self._llm: Any = None
+        self._ids = itertools.count()
+        self.version = 0
+        self.stats = EngineStats()
+        self._busy_since: float | None = None
+
+    async def start(self) -> None:
+        from vllm import AsyncEngineArgs
+        from vllm.distributed.weight_transfer.base import WeightTransferInitRequest
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        from rollout.transport import register_with_vllm
+
+        register_with_vllm()
+        self._llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**self._args))
+        await self._llm.init_weight_transfer_engine(WeightTransferInitRequest(init_info={}))
+        await self._llm.update_weight_version(str(self.version))
+        log.info("vLLM engine up for %s (pid %d)", self.model_path, os.getpid())
+
+    async def generate(
+        self, prompt_ids: list[int], spec: SamplingSpec, timeout_s: float
+    ) -> Generation:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(
+            max_tokens=spec.max_tokens,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            stop_token_ids=list(spec.stop_token_ids),
+            logprobs=0,
+            skip_special_tokens=False,
+        )
+        request_id = f"r{next(self._ids)}"
+        started = time.perf_counter()
+        self._begin(spec.max_tokens)
+        try:
+            final = await asyncio.wait_for(
+                self._last_output(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id),
+                timeout_s,
+            )
+        except TimeoutError:
+            await self._llm.abort(request_id)
+            self.stats.aborted += 1
+            log.warning("generation %s aborted after %.0fs timeout", request_id, timeout_s)
+            return Generation([], [], [], "abort", len(prompt_ids), seconds=timeout_s)
+        finally:
+            self._end(spec.max_tokens)
+        generation = self._to_generation(final, time.perf_counter() - started)
+        self.stats.generated_tokens += len(generation.token_ids)
+        self.stats.prompt_tokens += generation.num_prompt_tokens
+        self.stats.cached_prompt_tokens += generation.num_cached_tokens
+        return generation
+
+    async def update_weights(self, snapshot: WeightSnapshot, lock: str) -> dict[str, float]:
+        """Pause per the lock policy, load `snapshot` through vLLM's weight-transfer
+        API, label it with its version, resume. Returns the pause it caused."""
+        from vllm.distributed.weight_transfer.base import WeightTransferUpdateRequest
+
+        from rollout.transport import snapshot_update_info
+
+        started = time.perf_counter()
+        await self._llm.pause_generation(mode=PAUSE_MODES[lock], clear_cache=True)
+        paused = time.perf_counter()
+        try:
+            await self._llm.start_weight_update()
+            await self._llm.update_weights(
+                WeightTransferUpdateRequest(update_info=snapshot_update_info(snapshot))
+            )
+            await self._llm.finish_weight_update(weight_version=str(snapshot.version))
+            self.version = snapshot.version
+        finally:
+            await self._llm.resume_generation()
+        resumed = time.perf_counter()
+        sync = {
+            "version": float(snapshot.version),
+            "drain_s": paused - started,
+            "load_s": resumed - paused,
+            "pause_s": resumed - started,
+            "bytes": float(snapshot.total_bytes),
+        }
+        self.stats.syncs.append(sync)
+        return sync
+
+    async def prompt_logprobs(self, ids: list[int]) -> list[float]:
+        """Logprob of each token of `ids` given its prefix (len(ids) - 1 values)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
+        final = await self._last_output(
+            TokensPrompt(prompt_token_ids=list(ids)), params, f"p{next(self._ids)}"
+        )
+        out: list[float] = []
+        for token, entry in zip(ids[1:], final.prompt_logprobs[1:], strict=True):
+            out.append(float(entry[token].logprob))
+        return out
+
+    def snapshot_stats(self) -> dict[str, Any]:
+        stats = self.stats
+        return {
+            "version": self.version,
+            "requests": stats.requests,
+            "in_flight": stats.in_flight,
+            "outstanding_tokens": stats.outstanding_tokens,
+            "generated_tokens": stats.generated_tokens,
+            "prompt_tokens": stats.prompt_tokens,
+            "cached_prompt_tokens": stats.cached_prompt_tokens,
+            "aborted": stats.aborted,
+            "busy_s": stats.busy_s + self._busy_elapsed(),
+        }
+
+    def shutdown(self) -> None:
+        if self._llm is not None:
+            self._llm.shutdown()
+            self._llm = None
+
+    # -- internals ----------------------------------------------------------------
+
+    async def _last_output(self, prompt: Any, params: Any, request_id: str) -> Any:
+        if self._llm is None:
+            raise EngineError("engine not started")
+        final = None
+        async for output in self._llm.generate(prompt, params, request_id=request_id):
+            final = output
+        if final is None:
+            raise EngineError(f"request {request_id} produced no output")
+        return final
+
+    def _to_generation(self, final: Any, seconds: float) -> Generation:
+        completion = final.outputs[0]
+        token_ids = list(completion.token_ids)
+        logprobs = [
+            float(entry[token].logprob)
+            for token, entry in zip(token_ids, completion.logprobs or [], strict=True)
+        ]
+        return Generation(
+            token_ids=token_ids,
+            logprobs=logprobs,
+            versions=_expand_versions(completion.weight_versions, len(token_ids)),
+            finish_reason=completion.finish_reason or "abort",
+            num_prompt_tokens=len(final.prompt_token_ids or []),
+            num_cached_tokens=int(final.num_cached_tokens or 0),
+            seconds=seconds,
+        )
+
+    def _begin(self, max_tokens: int) -> None:
+        if self.stats.in_flight == 0:
+            self._busy_since = time.perf_counter()
+        self.stats.requests += 1
+        self.stats.in_flight += 1
+        self.stats.outstanding_tokens += max_tokens
+
+    def _end(self, max_tokens: int) -> None:
+        self.stats.in_flight -= 1
+        self.stats.outstanding_tokens -= max_tokens
+        if self.stats.in_flight == 0:
+            self.stats.busy_s += self._busy_elapsed()
+            self._busy_since = None
+
+    def _busy_elapsed(self) -> float:
+        return 0.0 if self._busy_since is None else time.perf_counter() - self._busy_since
+
+
+def _expand_versions(spans: Any, num_tokens: int) -> list[int]:
+    """Per-token versions from vLLM's [start, end) weight-version spans."""
+    if num_tokens == 0:
+        return []
+    if not spans:
+        raise EngineError("vLLM reported no weight version for generated tokens")
+    versions: list[int] = []
+    for span in spans:
+        versions.extend([int(span.version)] * (span.end - span.start))
+    if len(versions) != num_tokens:
+        raise EngineError(f"weight-version spans cover {len(versions)} of {num_tokens} tokens")
+    return versions

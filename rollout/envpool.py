@@ -1,0 +1,150 @@
+"""EnvPool: a Ray actor running many episodes at once as asyncio tasks.
+
+Each call runs one group: `size` episodes of the same task (same seed), each a
+`run_episode` whose turns are placed on rollout workers by the pool's Router
+(least outstanding tokens, session affinity). A worker that dies mid-turn is
+marked dead and the turn is retried on another worker; the trajectory records
+the move. Envs are reused across episodes from an idle list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from core.chat import ChatCodec
+from core.config import EnvConfig, RolloutConfig
+from core.types import Group, Status, Trajectory
+from envs import make_env
+from rollout.agent import EpisodeSpec, Served, run_episode
+from rollout.engine import Generation, SamplingSpec
+from rollout.router import NoWorkerAvailable, Router
+
+log = logging.getLogger(__name__)
+
+RAY_CALL_GRACE_S = 30.0
+"""Beyond the engine's own generation timeout, how long a Ray call may take."""
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    group_id: str
+    task_seed: int
+    size: int
+
+
+class EnvPool:
+    def __init__(
+        self,
+        pool_id: str,
+        workers: dict[str, Any],
+        model_path: str,
+        env: EnvConfig,
+        rollout: RolloutConfig,
+    ):
+        from transformers import AutoTokenizer
+
+        self.pool_id = pool_id
+        self.env_cfg = env
+        self.rollout_cfg = rollout
+        self.workers = dict(workers)
+        self.router = Router(list(workers))
+        probe = make_env(env.id, env.kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.codec = ChatCodec(tokenizer, getattr(probe, "tool_schemas", None))
+        self._idle_envs = [probe]
+        self.episodes_started = 0
+        self.episodes_finished = 0
+
+    async def run_group(self, spec: GroupSpec) -> Group:
+        episodes = [self._episode(spec, index) for index in range(spec.size)]
+        trajectories = await asyncio.gather(*episodes)
+        return Group(spec.group_id, self.env_cfg.id, spec.task_seed, list(trajectories))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "pool_id": self.pool_id,
+            "episodes_started": self.episodes_started,
+            "episodes_finished": self.episodes_finished,
+            "in_flight": self.episodes_started - self.episodes_finished,
+            "router_skew": self.router.skew(),
+        }
+
+    async def _episode(self, spec: GroupSpec, index: int) -> Trajectory:
+        trajectory_id = f"{spec.group_id}/{index}"
+        env = (
+            self._idle_envs.pop()
+            if self._idle_envs
+            else make_env(self.env_cfg.id, self.env_cfg.kwargs)
+        )
+        self.episodes_started += 1
+        episode = EpisodeSpec(
+            trajectory_id=trajectory_id,
+            group_id=spec.group_id,
+            env_id=self.env_cfg.id,
+            task_seed=spec.task_seed,
+            max_tokens_per_turn=self.rollout_cfg.max_tokens_per_turn,
+            max_model_len=self.rollout_cfg.max_model_len,
+            temperature=self.rollout_cfg.temperature,
+            top_p=self.rollout_cfg.top_p,
+        )
+
+        async def generate(prompt_ids: list[int], sampling: SamplingSpec) -> Served:
+            return await self._generate(trajectory_id, prompt_ids, sampling)
+
+        try:
+            return await asyncio.wait_for(
+                run_episode(env, self.codec, generate, episode), self.env_cfg.episode_timeout_s
+            )
+        except TimeoutError:
+            log.warning("episode %s exceeded %.0fs", trajectory_id, self.env_cfg.episode_timeout_s)
+            return _failed(episode, f"episode timed out after {self.env_cfg.episode_timeout_s}s")
+        finally:
+            self.router.end_session(trajectory_id)
+            self.episodes_finished += 1
+            self._idle_envs.append(env)
+
+    async def _generate(
+        self, session: str, prompt_ids: list[int], sampling: SamplingSpec
+    ) -> Served:
+        """One turn on the session's worker; on a dead worker, the next one."""
+        import ray
+
+        cost = len(prompt_ids) + sampling.max_tokens
+        timeout = self.rollout_cfg.generate_timeout_s
+        moved = False
+        for _ in range(len(self.workers) + 1):
+            try:
+                placement = self.router.place(session, cost)
+            except NoWorkerAvailable:
+                break
+            moved = moved or placement.moved
+            handle = self.workers[placement.worker_id]
+            try:
+                generation = await asyncio.wait_for(
+                    handle.generate.remote(prompt_ids, sampling, timeout),
+                    timeout + RAY_CALL_GRACE_S,
+                )
+                return Served(generation, placement.worker_id, moved)
+            except (ray.exceptions.RayActorError, TimeoutError) as exc:
+                log.warning(
+                    "rollout worker %s lost (%s); moving %s",
+                    placement.worker_id,
+                    type(exc).__name__,
+                    session,
+                )
+                self.router.mark_dead(placement.worker_id)
+                moved = True
+            finally:
+                self.router.done(placement.worker_id, cost)
+        aborted = Generation([], [], [], "abort", len(prompt_ids))
+        return Served(aborted, "none", moved)
+
+
+def _failed(spec: EpisodeSpec, reason: str) -> Trajectory:
+    traj = Trajectory(spec.trajectory_id, spec.group_id, spec.env_id, spec.task_seed, 0)
+    traj.status = Status.FAILED
+    traj.failure = reason
+    return traj

@@ -1,0 +1,103 @@
+"""Router: which rollout worker serves each turn.
+
+A new trajectory goes to the healthy, non-draining worker with the least
+outstanding work, counted in tokens (prompt plus the turn's token budget), not
+in requests; ties rotate so equal workers share the load. Every later turn of
+a trajectory goes back to the same worker (its prefix is in that engine's
+cache). A dead worker's sessions are moved on their next turn, and the move is
+reported so the trajectory can record the break.
+
+A plain class: no Ray, no asyncio; callers hold it and report what they send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class NoWorkerAvailable(RuntimeError):
+    pass
+
+
+@dataclass
+class WorkerLoad:
+    outstanding_tokens: int = 0
+    in_flight: int = 0
+    placed_sessions: int = 0
+    healthy: bool = True
+    draining: bool = False
+
+
+@dataclass
+class Placement:
+    worker_id: str
+    moved: bool
+    """The session had a worker that is no longer usable."""
+
+
+@dataclass
+class Router:
+    worker_ids: list[str]
+    loads: dict[str, WorkerLoad] = field(init=False)
+    sessions: dict[str, str] = field(default_factory=dict)
+    _turn: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.worker_ids:
+            raise ValueError("a router needs at least one worker")
+        self.loads = {wid: WorkerLoad() for wid in self.worker_ids}
+
+    def place(self, session_id: str, cost_tokens: int) -> Placement:
+        """Choose the worker for a session's next turn and count the work on it."""
+        current = self.sessions.get(session_id)
+        moved = False
+        if current is not None and self.loads[current].healthy:
+            worker_id = current
+        else:
+            moved = current is not None
+            worker_id = self._least_loaded()
+            self.sessions[session_id] = worker_id
+            self.loads[worker_id].placed_sessions += 1
+        load = self.loads[worker_id]
+        load.outstanding_tokens += cost_tokens
+        load.in_flight += 1
+        return Placement(worker_id, moved)
+
+    def done(self, worker_id: str, cost_tokens: int) -> None:
+        load = self.loads[worker_id]
+        load.outstanding_tokens -= cost_tokens
+        load.in_flight -= 1
+
+    def end_session(self, session_id: str) -> None:
+        self.sessions.pop(session_id, None)
+
+    def mark_dead(self, worker_id: str) -> None:
+        self.loads[worker_id].healthy = False
+
+    def set_draining(self, worker_id: str, draining: bool) -> None:
+        self.loads[worker_id].draining = draining
+
+    def add_worker(self, worker_id: str) -> None:
+        if worker_id not in self.loads:
+            self.worker_ids.append(worker_id)
+        self.loads[worker_id] = WorkerLoad()
+
+    def skew(self) -> float:
+        """Max over mean outstanding tokens among healthy workers (1.0 is even)."""
+        values = [w.outstanding_tokens for w in self.loads.values() if w.healthy]
+        mean = sum(values) / len(values) if values else 0.0
+        return max(values) / mean if mean > 0 else 1.0
+
+    def _least_loaded(self) -> str:
+        open_workers = [w for w in self.worker_ids if self._admits(w)]
+        if not open_workers:
+            raise NoWorkerAvailable("no healthy rollout worker is admitting trajectories")
+        self._turn += 1
+        rotation = {
+            w: (i - self._turn) % len(self.worker_ids) for i, w in enumerate(self.worker_ids)
+        }
+        return min(open_workers, key=lambda w: (self.loads[w].outstanding_tokens, rotation[w]))
+
+    def _admits(self, worker_id: str) -> bool:
+        load = self.loads[worker_id]
+        return load.healthy and not load.draining

@@ -1,0 +1,110 @@
+"""Weight transfer into vLLM through its own RL API, over shared memory.
+
+vLLM 0.32 drives weight updates through a registered `WeightTransferEngine`
+(`init_weight_transfer_engine`, `start_weight_update`, `update_weights`,
+`finish_weight_update`). Its built-in engines need CUDA (NCCL, CUDA IPC), so
+this module registers `asyncrl_shm`: the update info names a `WeightSnapshot`
+file in /dev/shm and the worker loads it with the model's own `load_weights`,
+inside vLLM's layerwise-reload lifecycle.
+
+`register_with_vllm` is a `vllm.general_plugins` entry point, so every vLLM
+process (engine core and workers) knows the backend by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+BACKEND = "asyncrl_shm"
+
+
+def register_with_vllm() -> None:
+    from vllm.distributed.weight_transfer.factory import WeightTransferEngineFactory
+
+    if BACKEND not in WeightTransferEngineFactory._registry:
+        WeightTransferEngineFactory.register_engine(
+            BACKEND, "rollout.transport", "SharedMemoryWeightTransferEngine"
+        )
+
+
+def snapshot_update_info(snapshot: Any) -> dict[str, Any]:
+    """The `update_info` dict for one snapshot (plain data: it crosses processes)."""
+    return {
+        "version": snapshot.version,
+        "path": snapshot.path,
+        "total_bytes": snapshot.total_bytes,
+        "entries": [[e.name, e.dtype, list(e.shape), e.offset, e.nbytes] for e in snapshot.entries],
+    }
+
+
+def _engine_class() -> type:
+    from vllm.distributed.weight_transfer.base import (
+        WeightTransferEngine,
+        WeightTransferInitInfo,
+        WeightTransferUpdateInfo,
+    )
+    from vllm.model_executor.model_loader.reload import (
+        finalize_layerwise_reload,
+        initialize_layerwise_reload,
+    )
+
+    from core.shm import TensorEntry, WeightSnapshot, read_snapshot
+
+    @dataclass
+    class SharedMemoryInitInfo(WeightTransferInitInfo):
+        """No rendezvous: snapshots are files."""
+
+    @dataclass
+    class SharedMemoryUpdateInfo(WeightTransferUpdateInfo):
+        version: int
+        path: str
+        total_bytes: int
+        entries: list[list[Any]]
+
+        def snapshot(self) -> WeightSnapshot:
+            entries = tuple(
+                TensorEntry(name, dtype, tuple(shape), offset, nbytes)
+                for name, dtype, shape, offset, nbytes in self.entries
+            )
+            return WeightSnapshot(self.version, self.path, entries, self.total_bytes)
+
+    class SharedMemoryWeightTransferEngine(WeightTransferEngine):
+        init_info_cls = SharedMemoryInitInfo
+        update_info_cls = SharedMemoryUpdateInfo
+        supports_draft_weight_update = True
+
+        def init_transfer_engine(self, init_info: Any) -> None:
+            return None
+
+        def start_weight_update(self) -> None:
+            initialize_layerwise_reload(self.model)
+
+        def finish_weight_update(self) -> None:
+            finalize_layerwise_reload(self.model, self.model_config)
+
+        def update_weights(self, update_info: dict[str, Any]) -> None:
+            # The base class synchronises an accelerator; a CPU engine has none.
+            self.receive_weights(self.parse_update_info(update_info))
+            if self.device.type != "cpu":
+                import torch
+
+                torch.accelerator.synchronize()
+
+        def receive_weights(self, update_info: Any) -> None:
+            self.model.load_weights(weights=read_snapshot(update_info.snapshot()))
+
+        def shutdown(self) -> None:
+            return None
+
+    return SharedMemoryWeightTransferEngine
+
+
+def __getattr__(name: str) -> Any:
+    # vLLM's factory imports the class lazily by name; build it on first use so
+    # importing this module never imports vLLM.
+    if name == "SharedMemoryWeightTransferEngine":
+        cls = _engine_class()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(name)

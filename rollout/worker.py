@@ -1,0 +1,55 @@
+"""RolloutWorker: the Ray actor around one vLLM engine (a thin shell over Engine).
+
+Sets the process-level knobs vLLM reads from the environment before it is
+imported (CPU KV-cache size, core binding, log level), then forwards calls.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from core.config import RolloutConfig
+from core.shm import WeightSnapshot
+from rollout.engine import Engine, Generation, SamplingSpec
+
+
+class RolloutWorker:
+    def __init__(self, worker_id: str, model_path: str, cfg: RolloutConfig, dtype: str, seed: int):
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        self.worker_id = worker_id
+        self.engine = Engine(
+            model_path,
+            dtype=dtype,
+            max_model_len=cfg.max_model_len,
+            max_num_seqs=cfg.max_num_seqs,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            enforce_eager=cfg.enforce_eager,
+            seed=seed,
+            engine_args=dict(cfg.engine_args),
+        )
+
+    async def start(self) -> str:
+        await self.engine.start()
+        return self.worker_id
+
+    async def generate(
+        self, prompt_ids: list[int], spec: SamplingSpec, timeout_s: float
+    ) -> Generation:
+        return await self.engine.generate(prompt_ids, spec, timeout_s)
+
+    async def update_weights(self, snapshot: WeightSnapshot, lock: str) -> dict[str, float]:
+        return await self.engine.update_weights(snapshot, lock)
+
+    async def prompt_logprobs(self, ids: list[int]) -> list[float]:
+        return await self.engine.prompt_logprobs(ids)
+
+    def stats(self) -> dict[str, Any]:
+        return {"worker_id": self.worker_id, **self.engine.snapshot_stats()}
+
+    def health(self) -> dict[str, Any]:
+        return {"worker_id": self.worker_id, "version": self.engine.version, "pid": os.getpid()}
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()

@@ -1,0 +1,39 @@
+"""Micro-batch planning: trainable samples only, token budget, same plan on every rank."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.config import AlgoConfig
+from core.types import Batch, Group, Status, Trajectory
+from learner.algos import make_algorithm
+from learner.batching import collect_samples, plan_micro_batches
+
+
+def _traj(i, n_prompt, n_gen, reward, status=Status.COMPLETED):
+    t = Trajectory(f"t{i}", "g", "e", 0, n_prompt)
+    t.append(list(range(1, n_prompt + 1)), generated=False)
+    t.append([7] * n_gen, generated=True, logprobs=[-1.0] * n_gen, versions=[0] * n_gen)
+    t.reward, t.status = reward, status
+    return t
+
+
+def test_failed_trajectories_are_left_out_of_group_baselines():
+    group = Group(
+        "g", "e", 0, [_traj(0, 3, 2, 1.0), _traj(1, 3, 2, 0.0), _traj(2, 3, 2, 5.0, Status.FAILED)]
+    )
+    samples = collect_samples(Batch([group], 0), make_algorithm(AlgoConfig()))
+    assert [s.advantage for s in samples] == pytest.approx([1.0, -1.0], abs=1e-5)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_plan_respects_budget_and_weights_sum_to_one(world):
+    trajs = [_traj(i, 10 + i, 5 + i % 3, float(i % 2)) for i in range(9)]
+    samples = collect_samples(Batch([Group("g", "e", 0, trajs)], 0), make_algorithm(AlgoConfig()))
+    plan = plan_micro_batches(samples, token_budget=60, world_size=world, pad_id=0)
+    assert len(plan) % world == 0
+    real = [m for m in plan if m is not None]
+    assert all(m.input_ids.numel() <= 60 for m in real)
+    assert sum(int(m.input_ids.shape[0]) for m in real) == 9
+    assert sum(float(m.weights.sum()) for m in real) == pytest.approx(1.0)
+    assert sum(m.num_tokens for m in real) == sum(t.num_generated for t in trajs)

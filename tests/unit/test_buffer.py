@@ -1,0 +1,63 @@
+"""ReplayBuffer: groups, the staleness gate at admission and serving, capacity."""
+
+from __future__ import annotations
+
+from core.types import Group, Trajectory
+from orchestrator.buffer import ReplayBuffer
+
+
+def _group(gid: str, versions: list[int], reward: float = 1.0) -> Group:
+    trajs = []
+    for i, version in enumerate(versions):
+        t = Trajectory(f"{gid}/{i}", gid, "env", 0, prompt_length=2)
+        t.append([1, 2], generated=False)
+        t.append([3, 4], generated=True, logprobs=[-0.1, -0.2], versions=[version, version])
+        t.reward = reward
+        trajs.append(t)
+    return Group(gid, "env", 0, trajs)
+
+
+class Clock:
+    def __init__(self):
+        self.version = 0
+
+    def __call__(self):
+        return self.version
+
+
+def test_serves_complete_groups_oldest_first():
+    buf = ReplayBuffer(max_staleness=1, capacity_groups=10, version=Clock())
+    for name in "abc":
+        buf.add(_group(name, [0, 0]))
+    assert buf.take(4) is None
+    assert [g.group_id for g in buf.take(2)] == ["a", "b"]
+    assert len(buf) == 1
+
+
+def test_staleness_gate_at_admission():
+    clock = Clock()
+    buf = ReplayBuffer(max_staleness=1, capacity_groups=10, version=clock)
+    clock.version = 3
+    assert not buf.add(_group("old", [1, 2]))  # oldest token is 2 versions behind
+    assert buf.add(_group("ok", [2, 3]))
+    assert buf.counts.dropped_stale == 1
+
+
+def test_staleness_gate_at_serving():
+    clock = Clock()
+    buf = ReplayBuffer(max_staleness=1, capacity_groups=10, version=clock)
+    buf.add(_group("a", [0, 0]))
+    buf.add(_group("b", [1, 1]))
+    clock.version = 2  # 'a' is now 2 behind
+    served = buf.take(1)
+    assert [g.group_id for g in served] == ["b"]
+    assert buf.counts.dropped_stale == 1
+    assert buf.stats()["buffer/served_staleness_1"] == 1
+
+
+def test_capacity_evicts_oldest():
+    buf = ReplayBuffer(max_staleness=5, capacity_groups=2, version=Clock())
+    for name in "abc":
+        buf.add(_group(name, [0]))
+    assert buf.counts.evicted == 1
+    assert [g.group_id for g in buf.take(2)] == ["b", "c"]
