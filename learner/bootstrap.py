@@ -152,7 +152,7 @@ def sft_warmup(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % 50 == 0 or step == settings.steps - 1:
             log.info("warm-up step %d/%d loss %.4f", step + 1, settings.steps, losses[-1])
     model.eval()

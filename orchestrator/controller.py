@@ -27,6 +27,7 @@ from core.metrics import MetricsLogger
 from core.types import Batch, Group
 from core.waits import bounded
 from orchestrator.buffer import ReplayBuffer
+from orchestrator.resources import tree_memory_gib
 from orchestrator.summaries import batch_metrics
 from orchestrator.system import System
 from rollout.envpool import GroupSpec
@@ -34,11 +35,21 @@ from rollout.envpool import GroupSpec
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class TrainedRecord:
+    trajectory_id: str
+    min_version: int
+    max_version: int
+    learner_version: int
+
+
 @dataclass
 class RunState:
     version: int = 0
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    trained: list[TrainedRecord] = field(default_factory=list)
+    """Every trajectory handed to the learner, with the versions that produced it."""
 
 
 class Producer:
@@ -121,7 +132,9 @@ async def train(
         for step in range(cfg.trainer.total_steps):
             state.step = step
             groups = await _race(producer.next_batch(cfg.rollout.startup_timeout_s), producing)
-            metrics = await system.train_step(Batch(groups, state.version))
+            batch = Batch(groups, state.version)
+            metrics = await system.train_step(batch)
+            state.trained.extend(_records(batch))
             snapshot = await system.export_weights(state.version + 1)
             metrics |= await system.publish(snapshot)
             state.version += 1
@@ -133,6 +146,7 @@ async def train(
             )
             metrics["perf/step_s"] = now - last
             metrics["perf/elapsed_s"] = now - started
+            metrics["perf/memory_gib"] = tree_memory_gib()
             metrics["trainer/version"] = float(state.version)
             last, last_tokens = now, producer.generated_tokens
             logger.log(step, metrics)
@@ -143,6 +157,14 @@ async def train(
         producer.stop()
         producing.cancel()
     return state
+
+
+def _records(batch: Batch) -> list[TrainedRecord]:
+    return [
+        TrainedRecord(t.trajectory_id, t.min_version, t.max_version, batch.learner_version)
+        for t in batch.trajectories
+        if t.status.trainable
+    ]
 
 
 async def _race(waiting: Any, producing: asyncio.Task) -> Any:

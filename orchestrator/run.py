@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ async def run(cfg: Config) -> RunState:
         final = Path(cfg.logger.run_dir) / "final_model"
         await system.save_pretrained(str(final))
         log.info("final policy v%d saved to %s", state.version, final)
+        summary = write_summary(state, Path(cfg.logger.run_dir), time.perf_counter() - started)
+        log.info("summary: %s", json.dumps(summary))
     finally:
         logger.close()
         progress.close()
@@ -37,6 +40,23 @@ async def run(cfg: Config) -> RunState:
         "run finished in %.0fs; outputs in %s", time.perf_counter() - started, cfg.logger.run_dir
     )
     return state
+
+
+def write_summary(state: RunState, run_dir: Path, wall_s: float) -> dict[str, float]:
+    """The headline numbers of a run, also written to summary.json."""
+    rewards = [h["rollout/reward_mean"] for h in state.history if "rollout/reward_mean" in h]
+    fifth = max(1, len(rewards) // 5)
+    summary = {
+        "steps": float(len(state.history)),
+        "final_version": float(state.version),
+        "wall_s": wall_s,
+        "reward_first_fifth": sum(rewards[:fifth]) / fifth if rewards else float("nan"),
+        "reward_last_fifth": sum(rewards[-fifth:]) / fifth if rewards else float("nan"),
+        "peak_memory_gib": max((h.get("perf/memory_gib", 0.0) for h in state.history), default=0.0),
+        "trajectories_trained": float(len(state.trained)),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
 
 
 class _Progress:

@@ -30,15 +30,64 @@ ACTOR_ENV = {
     "VLLM_LOGGING_LEVEL": "WARNING",
     "PYTHONWARNINGS": "ignore",
     "WANDB_SILENT": "true",
+    "HF_HUB_OFFLINE": "1",  # weights come from local directories only, never a download
 }
 OBJECT_STORE_BYTES = 1 << 30
+
+
+@dataclass
+class LearnerGroup:
+    """The DeepSpeed ranks of the learner, one Ray actor each; calls go to all ranks
+    (steps and exports are collectives) and rank 0 answers."""
+
+    cfg: Config
+    ranks: list[Any]
+
+    @classmethod
+    async def start(cls, cfg: Config, model_path: str) -> LearnerGroup:
+        group = cls(cfg, _create_learners(cfg, model_path))
+        await bounded(
+            asyncio.gather(*[r.ready.remote() for r in group.ranks]),
+            cfg.learner.startup_timeout_s,
+            f"{len(group.ranks)} DeepSpeed learner rank(s) to start",
+        )
+        return group
+
+    async def train_step(self, batch: Batch) -> dict[str, float]:
+        results = await self._all(
+            "train_step", (batch,), f"learner step at version {batch.learner_version}"
+        )
+        return results[0]
+
+    async def export_weights(self, directory: Path, version: int) -> WeightSnapshot:
+        results = await self._all(
+            "export_weights", (str(directory), version), f"learner to export weights v{version}"
+        )
+        return results[0]
+
+    async def logprobs(self, ids: list[int]) -> list[float]:
+        results = await self._all("logprobs", (ids,), "learner logprobs")
+        return results[0]
+
+    async def save_pretrained(self, directory: str) -> None:
+        await self._all("save_pretrained", (directory,), "learner to save a checkpoint")
+
+    def kill(self) -> None:
+        import ray
+
+        for rank in self.ranks:
+            ray.kill(rank)
+
+    async def _all(self, method: str, args: tuple, what: str) -> list[Any]:
+        calls = [getattr(rank, method).remote(*args) for rank in self.ranks]
+        return await bounded(asyncio.gather(*calls), self.cfg.learner.step_timeout_s, what)
 
 
 @dataclass
 class System:
     cfg: Config
     model_path: str
-    learners: list[Any]
+    learner: LearnerGroup
     workers: dict[str, Any]
     pools: list[Any]
     weights_dir: Path
@@ -46,43 +95,27 @@ class System:
 
     @classmethod
     async def start(cls, cfg: Config, model_path: str) -> System:
-        _start_ray(cfg)
+        start_ray(cfg)
         run_id = f"{Path(cfg.logger.run_dir).name}-{os.getpid()}"
         weights_dir = Path(DEFAULT_ROOT) / "asyncrl" / run_id
-        learners = _create_learners(cfg, model_path)
-        workers = _create_workers(cfg, model_path)
         started = time.perf_counter()
+        workers = _create_workers(cfg, model_path)
+        learner_starting = asyncio.ensure_future(LearnerGroup.start(cfg, model_path))
         await bounded(
             asyncio.gather(*[w.start.remote() for w in workers.values()]),
             cfg.rollout.startup_timeout_s,
             f"{len(workers)} vLLM rollout worker(s) to start",
         )
-        await bounded(
-            asyncio.gather(*[r.ready.remote() for r in learners]),
-            cfg.learner.startup_timeout_s,
-            f"{len(learners)} DeepSpeed learner rank(s) to start",
-        )
-        log.info("learners and rollout workers up in %.0fs", time.perf_counter() - started)
+        learner = await learner_starting
+        log.info("learner and rollout workers up in %.0fs", time.perf_counter() - started)
         pools = _create_pools(cfg, model_path, workers)
-        return cls(cfg, model_path, learners, workers, pools, weights_dir)
+        return cls(cfg, model_path, learner, workers, pools, weights_dir)
 
     async def train_step(self, batch: Batch) -> dict[str, float]:
-        results = await bounded(
-            asyncio.gather(*[r.train_step.remote(batch) for r in self.learners]),
-            self.cfg.learner.step_timeout_s,
-            f"learner step at version {batch.learner_version}",
-        )
-        return results[0]
+        return await self.learner.train_step(batch)
 
     async def export_weights(self, version: int) -> WeightSnapshot:
-        snapshots = await bounded(
-            asyncio.gather(
-                *[r.export_weights.remote(str(self.weights_dir), version) for r in self.learners]
-            ),
-            self.cfg.learner.step_timeout_s,
-            f"learner to export weights v{version}",
-        )
-        return snapshots[0]
+        return await self.learner.export_weights(self.weights_dir, version)
 
     async def publish(self, snapshot: WeightSnapshot) -> dict[str, float]:
         """Load `snapshot` into every rollout worker (per the lock policy)."""
@@ -123,14 +156,10 @@ class System:
         return dict(zip(self.workers, results, strict=True))
 
     async def learner_logprobs(self, ids: list[int]) -> list[float]:
-        return await bounded(self.learners[0].logprobs.remote(ids), 60.0, "learner logprobs")
+        return await self.learner.logprobs(ids)
 
     async def save_pretrained(self, directory: str) -> None:
-        await bounded(
-            asyncio.gather(*[r.save_pretrained.remote(directory) for r in self.learners]),
-            self.cfg.learner.step_timeout_s,
-            "learner to save the final checkpoint",
-        )
+        await self.learner.save_pretrained(directory)
 
     async def shutdown(self) -> None:
         import ray
@@ -143,12 +172,13 @@ class System:
             )
         except Exception as exc:  # noqa: BLE001 - shutting down anyway
             log.warning("rollout workers did not shut down cleanly: %s", exc)
-        for actor in [*self.pools, *self.workers.values(), *self.learners]:
+        for actor in [*self.pools, *self.workers.values()]:
             ray.kill(actor)
+        self.learner.kill()
         shutil.rmtree(self.weights_dir, ignore_errors=True)
 
 
-def _start_ray(cfg: Config) -> None:
+def start_ray(cfg: Config) -> None:
     import ray
 
     if ray.is_initialized():

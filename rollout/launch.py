@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -71,6 +72,7 @@ def _fail(message: str) -> None:
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.getLogger("asyncrl").setLevel(logging.INFO)
     if problem := check_overrides(sys.argv[1:]):
         _fail(f"{problem} (keys and their meaning: core/config.py)")

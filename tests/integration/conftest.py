@@ -1,0 +1,85 @@
+"""Heavy fixtures, started once per session: the test policy and a running System.
+
+The test policy is the tiny Qwen3 recipe with a shorter warm-up (its quality
+does not matter here; make run shows learning). It is cached like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from core.config import Config, TinyModelConfig
+
+TEST_TINY = TinyModelConfig(demos=600, warmup_steps=40)
+TEST_OVERRIDES = [
+    "model.tiny.demos=600",
+    "model.tiny.warmup_steps=40",
+    "env.group_size=4",
+    "buffer.groups_per_batch=2",
+    "rollout.max_tokens_per_turn=32",
+    "logger.wandb.mode=offline",
+]
+
+
+def pytest_collection_modifyitems(items):
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def tiny_policy() -> str:
+    from orchestrator.bootstrap import ensure_tiny_policy
+
+    cache = Path(os.path.expanduser("~/.cache/asyncrl/models"))
+    return ensure_tiny_policy(TEST_TINY, cache, "tiny-qwen3")
+
+
+def small_run_config(run_dir: Path, **changes) -> Config:
+    cfg = Config()
+    cfg.model.tiny = TEST_TINY
+    cfg.env.group_size = 4
+    cfg.buffer.groups_per_batch = 2
+    cfg.rollout.max_tokens_per_turn = 32
+    cfg.logger.run_dir = str(run_dir)
+    cfg.logger.wandb.enabled = False
+    cfg.logger.progress = False
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        setattr(getattr(cfg, section), key, value)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def event_loop_runner():
+    loop = asyncio.new_event_loop()
+    yield loop.run_until_complete
+    loop.close()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster shared by every integration test of the session."""
+    import ray
+
+    from orchestrator.system import start_ray
+
+    start_ray(Config())
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def running_system(ray_cluster, tiny_policy, tmp_path_factory, event_loop_runner):
+    """One vLLM rollout worker and one DeepSpeed rank, with env pools."""
+    from orchestrator.system import System
+
+    cfg = small_run_config(tmp_path_factory.mktemp("system-run"), trainer__total_steps=4)
+    system = event_loop_runner(System.start(cfg, tiny_policy))
+    yield system, cfg
+    event_loop_runner(system.shutdown())
