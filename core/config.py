@@ -51,6 +51,22 @@ class ModelConfig:
 
 
 @dataclass
+class SpeculativeConfig:
+    method: str = "none"
+    """none | ngram (prompt lookup: cheap, good when turns echo tool output) |
+    draft_model (a smaller drafter, `draft_model` below) | mtp (the policy's own
+    multi-token-prediction heads; models that have them, e.g. Qwen3-Next)."""
+    num_speculative_tokens: int = 3
+    prompt_lookup_min: int = 1
+    prompt_lookup_max: int = 4
+    draft_model: str | None = None
+    """Path of the drafter for method=draft_model."""
+    sync_draft: bool = False
+    """Re-sync the drafter from the learner's weights on every update (vLLM's draft
+    weight-update path). Only possible when the drafter has the policy's shapes."""
+
+
+@dataclass
 class RolloutConfig:
     num_workers: int = 1
     """vLLM engines, one Ray actor each."""
@@ -60,8 +76,22 @@ class RolloutConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     lock: str = "turn"
-    """When weight updates may land: `turn` (between turns; each turn one version) or
-    `none` (mid-generation, frozen and resumed; per-token versions recorded)."""
+    """Multi-turn rollout locking, i.e. when weight updates may land:
+    `trajectory`: every token of a trajectory comes from one version; a worker with
+    an update pending admits no new trajectories, drains its own (bounded by
+    lock_timeout_s, then the rest are recorded lock-broken), updates and re-opens,
+    one worker at a time;
+    `turn`: between turns (each turn is one version);
+    `none`: mid-generation, frozen and resumed (per-token versions recorded)."""
+    lock_timeout_s: float = 60.0
+    """How long a `trajectory`-locked worker waits for its trajectories to finish."""
+    speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
+    return_routed_experts: bool = False
+    """Record the experts vLLM routed each generated token to (MoE models; needs
+    vLLM's Model Runner V2, i.e. a GPU). Used by the learner's routing replay."""
+    bind_cores: bool = True
+    """On CPU, pin worker i's engine to core i (mod the core count) so engines
+    running side by side do not share a core."""
     max_num_seqs: int = 256
     kv_cache_gib: int = 1
     """VLLM_CPU_KVCACHE_SPACE for CPU engines."""
@@ -156,6 +186,8 @@ class TrainerConfig:
     """async: rollouts never wait for the learner beyond the staleness bound;
     sync: generate a batch, train, publish, repeat (staleness 0)."""
     seed: int = 0
+    batch_timeout_s: float = 600.0
+    """How long the learner waits for its next batch before the run stops with an error."""
 
 
 @dataclass
@@ -186,7 +218,19 @@ class ConfigError(ValueError):
 def validate(cfg: Config) -> None:
     """Checks that structured typing cannot express; raises ConfigError."""
     checks = [
-        (cfg.rollout.lock in ("turn", "none"), "rollout.lock must be 'turn' or 'none'"),
+        (
+            cfg.rollout.lock in ("trajectory", "turn", "none"),
+            "rollout.lock must be 'trajectory', 'turn' or 'none'",
+        ),
+        (
+            cfg.rollout.speculative.method in ("none", "ngram", "draft_model", "mtp"),
+            "rollout.speculative.method must be none, ngram, draft_model or mtp",
+        ),
+        (
+            cfg.rollout.speculative.method != "draft_model"
+            or bool(cfg.rollout.speculative.draft_model),
+            "rollout.speculative.method=draft_model needs rollout.speculative.draft_model=<path>",
+        ),
         (cfg.trainer.mode in ("async", "sync"), "trainer.mode must be 'async' or 'sync'"),
         (cfg.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage must be 0, 1, 2 or 3"),
         (cfg.learner.precision in ("fp32", "bf16"), "learner.precision must be fp32 or bf16"),

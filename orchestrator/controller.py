@@ -131,7 +131,7 @@ async def train(
     try:
         for step in range(cfg.trainer.total_steps):
             state.step = step
-            groups = await _race(producer.next_batch(cfg.rollout.startup_timeout_s), producing)
+            groups = await _race(producer.next_batch(cfg.trainer.batch_timeout_s), producing)
             batch = Batch(groups, state.version)
             metrics = await system.train_step(batch)
             state.trained.extend(_records(batch))

@@ -22,9 +22,47 @@ from core.shm import WeightSnapshot
 
 log = logging.getLogger(__name__)
 
-PAUSE_MODES = {"turn": "wait", "none": "keep"}
+PAUSE_MODES = {"trajectory": "wait", "turn": "wait", "none": "keep"}
 """How a lock policy pauses the engine for an update: `wait` lets in-flight turns
-finish on the old weights; `keep` freezes them and resumes on the new ones."""
+finish on the old weights; `keep` freezes them and resumes on the new ones.
+(Under `trajectory` the router has already drained the worker's trajectories.)"""
+
+
+class EngineUnsupported(RuntimeError):
+    """A requested engine feature cannot run on this machine; the message says why."""
+
+
+def speculative_config(spec: Any) -> dict[str, Any] | None:
+    """vLLM's speculative_config for asyncrl's SpeculativeConfig (None when off)."""
+    if spec.method == "none":
+        return None
+    config: dict[str, Any] = {
+        "method": spec.method,
+        "num_speculative_tokens": spec.num_speculative_tokens,
+    }
+    if spec.method == "ngram":
+        config |= {
+            "prompt_lookup_min": spec.prompt_lookup_min,
+            "prompt_lookup_max": spec.prompt_lookup_max,
+        }
+    elif spec.method == "draft_model":
+        config["model"] = spec.draft_model
+    return config
+
+
+def check_supported(return_routed_experts: bool, quantization: str | None = None) -> None:
+    """Refuse, in one line, what vLLM can only do on a GPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    if return_routed_experts:
+        raise EngineUnsupported(
+            "rollout.return_routed_experts needs vLLM's Model Runner V2, which needs Triton "
+            "on a GPU; this machine has none (routing replay then uses the learner's routing)"
+        )
+    if quantization == "fp8":
+        raise EngineUnsupported("FP8 rollout needs a GPU: vLLM's CPU build has no fp8 kernels")
 
 
 @dataclass(frozen=True)
@@ -45,6 +83,8 @@ class Generation:
     num_prompt_tokens: int
     num_cached_tokens: int = 0
     seconds: float = 0.0
+    routed_experts: list[list[list[int]]] | None = None
+    """Per generated token, per MoE layer, the experts the engine routed it to."""
 
 
 @dataclass
@@ -57,6 +97,9 @@ class EngineStats:
     cached_prompt_tokens: int = 0
     aborted: int = 0
     busy_s: float = 0.0
+    spec_steps: int = 0
+    spec_drafted: int = 0
+    spec_accepted: int = 0
     syncs: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -76,9 +119,13 @@ class Engine:
         gpu_memory_utilization: float = 0.3,
         enforce_eager: bool = True,
         seed: int = 0,
+        speculative: dict[str, Any] | None = None,
+        return_routed_experts: bool = False,
         engine_args: dict[str, Any] | None = None,
     ):
         self.model_path = model_path
+        self.speculative = speculative
+        self.return_routed_experts = return_routed_experts
         self._args = dict(
             model=model_path,
             dtype=dtype,
@@ -94,6 +141,11 @@ class Engine:
             weight_transfer_config={"backend": "asyncrl_shm"},
             disable_log_stats=True,
         )
+        if speculative:
+            self._args["speculative_config"] = dict(speculative)
+            self._args["per_request_spec_decode_metrics"] = "summary"
+        if return_routed_experts:
+            self._args["enable_return_routed_experts"] = True
         self._args.update(engine_args or {})
         self._llm: Any = None
         self._ids = itertools.count()
@@ -106,9 +158,9 @@ class Engine:
         from vllm.distributed.weight_transfer.base import WeightTransferInitRequest
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        from rollout.transport import register_with_vllm
+        from rollout.vllm_plugin import register
 
-        register_with_vllm()
+        register()  # also runs in vLLM's own processes, through the entry point
         self._llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**self._args))
         await self._llm.init_weight_transfer_engine(WeightTransferInitRequest(init_info={}))
         await self._llm.update_weight_version(str(self.version))
@@ -144,27 +196,35 @@ class Engine:
         finally:
             self._end(spec.max_tokens)
         generation = self._to_generation(final, time.perf_counter() - started)
+        self._count_speculation(final.outputs[0])
         self.stats.generated_tokens += len(generation.token_ids)
         self.stats.prompt_tokens += generation.num_prompt_tokens
         self.stats.cached_prompt_tokens += generation.num_cached_tokens
         return generation
 
-    async def update_weights(self, snapshot: WeightSnapshot, lock: str) -> dict[str, float]:
+    async def update_weights(
+        self, snapshot: WeightSnapshot, lock: str, sync_draft: bool = False
+    ) -> dict[str, float]:
         """Pause per the lock policy, load `snapshot` through vLLM's weight-transfer
-        API, label it with its version, resume. Returns the pause it caused."""
+        API (into the drafter too with `sync_draft`), label it with its version,
+        resume. Returns the pause it caused."""
         from vllm.distributed.weight_transfer.base import WeightTransferUpdateRequest
 
         from rollout.transport import snapshot_update_info
 
+        request = WeightTransferUpdateRequest(update_info=snapshot_update_info(snapshot))
         started = time.perf_counter()
         await self._llm.pause_generation(mode=PAUSE_MODES[lock], clear_cache=True)
         paused = time.perf_counter()
         try:
             await self._llm.start_weight_update()
-            await self._llm.update_weights(
-                WeightTransferUpdateRequest(update_info=snapshot_update_info(snapshot))
-            )
-            await self._llm.finish_weight_update(weight_version=str(snapshot.version))
+            await self._llm.update_weights(request)
+            await self._llm.finish_weight_update()
+            if sync_draft:
+                await self._llm.start_draft_weight_update()
+                await self._llm.update_weights(request)
+                await self._llm.finish_weight_update()
+            await self._llm.update_weight_version(str(snapshot.version))
             self.version = snapshot.version
         finally:
             await self._llm.resume_generation()
@@ -205,6 +265,9 @@ class Engine:
             "cached_prompt_tokens": stats.cached_prompt_tokens,
             "aborted": stats.aborted,
             "busy_s": stats.busy_s + self._busy_elapsed(),
+            "spec_steps": stats.spec_steps,
+            "spec_drafted": stats.spec_drafted,
+            "spec_accepted": stats.spec_accepted,
         }
 
     def shutdown(self) -> None:
@@ -239,7 +302,16 @@ class Engine:
             num_prompt_tokens=len(final.prompt_token_ids or []),
             num_cached_tokens=int(final.num_cached_tokens or 0),
             seconds=seconds,
+            routed_experts=_generated_routing(completion, len(final.prompt_token_ids or [])),
         )
+
+    def _count_speculation(self, completion: Any) -> None:
+        metrics = getattr(completion, "spec_decode_metrics", None)
+        if metrics is None:
+            return
+        self.stats.spec_steps += sum(metrics.histogram)
+        self.stats.spec_drafted += metrics.num_draft_tokens
+        self.stats.spec_accepted += sum(j * n for j, n in enumerate(metrics.histogram))
 
     def _begin(self, max_tokens: int) -> None:
         if self.stats.in_flight == 0:
@@ -257,6 +329,16 @@ class Engine:
 
     def _busy_elapsed(self) -> float:
         return 0.0 if self._busy_since is None else time.perf_counter() - self._busy_since
+
+
+def _generated_routing(completion: Any, num_prompt: int) -> list[list[list[int]]] | None:
+    """The routed experts of the generated tokens ([token][layer][k]), if reported.
+    vLLM reports them for the whole sequence; the prompt's rows come first."""
+    routed = getattr(completion, "routed_experts", None)
+    if routed is None:
+        return None
+    rows = routed.tolist()
+    return rows[num_prompt:] if len(rows) > len(completion.token_ids) else rows
 
 
 def _expand_versions(spans: Any, num_tokens: int) -> list[int]:

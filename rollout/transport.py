@@ -7,8 +7,8 @@ this module registers `asyncrl_shm`: the update info names a `WeightSnapshot`
 file in /dev/shm and the worker loads it with the model's own `load_weights`,
 inside vLLM's layerwise-reload lifecycle.
 
-`register_with_vllm` is a `vllm.general_plugins` entry point, so every vLLM
-process (engine core and workers) knows the backend by name.
+rollout.vllm_plugin registers it in every vLLM process (engine core and
+workers), so each knows the backend by name.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 BACKEND = "asyncrl_shm"
 
 
-def register_with_vllm() -> None:
+def register_backend() -> None:
     from vllm.distributed.weight_transfer.factory import WeightTransferEngineFactory
 
     if BACKEND not in WeightTransferEngineFactory._registry:

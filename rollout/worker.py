@@ -11,14 +11,26 @@ from typing import Any
 
 from core.config import RolloutConfig
 from core.shm import WeightSnapshot
-from rollout.engine import Engine, Generation, SamplingSpec
+from rollout.engine import Engine, Generation, SamplingSpec, check_supported, speculative_config
 
 
 class RolloutWorker:
-    def __init__(self, worker_id: str, model_path: str, cfg: RolloutConfig, dtype: str, seed: int):
+    def __init__(
+        self,
+        worker_id: str,
+        model_path: str,
+        cfg: RolloutConfig,
+        dtype: str,
+        seed: int,
+        core: int | None = None,
+    ):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        if core is not None:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = str(core)
+        check_supported(cfg.return_routed_experts)
         self.worker_id = worker_id
+        self.sync_draft = cfg.speculative.sync_draft
         self.engine = Engine(
             model_path,
             dtype=dtype,
@@ -27,6 +39,8 @@ class RolloutWorker:
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             enforce_eager=cfg.enforce_eager,
             seed=seed,
+            speculative=speculative_config(cfg.speculative),
+            return_routed_experts=cfg.return_routed_experts,
             engine_args=dict(cfg.engine_args),
         )
 
@@ -40,7 +54,7 @@ class RolloutWorker:
         return await self.engine.generate(prompt_ids, spec, timeout_s)
 
     async def update_weights(self, snapshot: WeightSnapshot, lock: str) -> dict[str, float]:
-        return await self.engine.update_weights(snapshot, lock)
+        return await self.engine.update_weights(snapshot, lock, self.sync_draft)
 
     async def prompt_logprobs(self, ids: list[int]) -> list[float]:
         return await self.engine.prompt_logprobs(ids)
