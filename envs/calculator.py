@@ -3,6 +3,7 @@
 The model may call `calculator` any number of turns (up to `max_turns`) and
 must end with a turn that states `<answer>number</answer>`. Difficulty is the
 number of operands and their size; answers are integers (no division).
+`tool_latency_s` gives the calculator the service time of a remote tool.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class CalculatorEnv(ToolEnv):
         max_turns: int = 3,
         tool_timeout_s: float = 5.0,
         tool_retries: int = 1,
+        tool_latency_s: float = 0.0,
     ):
         if not 2 <= min_operands <= max_operands:
             raise ValueError("need 2 <= min_operands <= max_operands")
@@ -44,11 +46,12 @@ class CalculatorEnv(ToolEnv):
         self.max_operands = max_operands
         self.max_value = max_value
         self.operators = operators
+        self.tool_latency_s = tool_latency_s
         weights = {"correct": 1.0, "format": 0.1} if reward_weights is None else reward_weights
         super().__init__(reward_fn, weights, max_turns, tool_timeout_s, tool_retries)
 
     def make_tools(self) -> list[Tool]:
-        return [Calculator()]
+        return [Calculator(self.tool_latency_s)]
 
     def sample_task(self, rng: np.random.Generator) -> dict[str, Any]:
         count = int(rng.integers(self.min_operands, self.max_operands + 1))

@@ -4,7 +4,8 @@
     for each step:
         take a batch of fresh complete groups from the buffer
         train one step on it
-        export the new weights and publish them to the rollout workers
+        wait until the previous version reached every rollout worker
+        export the new weights and start publishing them
         log
 
 Rollouts never wait for the learner except as the staleness gate requires:
@@ -28,7 +29,7 @@ from core.types import Batch, Group
 from core.waits import bounded
 from orchestrator.buffer import ReplayBuffer
 from orchestrator.resources import tree_memory_gib
-from orchestrator.summaries import batch_metrics
+from orchestrator.summaries import batch_metrics, fleet_metrics
 from orchestrator.system import System
 from rollout.envpool import GroupSpec
 
@@ -41,6 +42,11 @@ class TrainedRecord:
     min_version: int
     max_version: int
     learner_version: int
+    turn_versions: tuple[tuple[int, ...], ...]
+    """The distinct versions of each turn's generated tokens."""
+    workers: tuple[str, ...]
+    """The worker of each turn."""
+    lock_broken: bool
 
 
 @dataclass
@@ -61,6 +67,7 @@ class Producer:
         self.cfg = cfg
         self.state = state
         self.staleness = 0 if cfg.trainer.mode == "sync" else cfg.buffer.max_staleness
+        self.first_version = state.version
         self.started = 0
         self.dropped = 0
         self.generated_tokens = 0
@@ -69,7 +76,8 @@ class Producer:
         self._arrived = asyncio.Event()
 
     def _may_start(self) -> bool:
-        allowed = (self.state.version + self.staleness + 1) * self.cfg.buffer.groups_per_batch
+        steps = self.state.version - self.first_version
+        allowed = (steps + self.staleness + 1) * self.cfg.buffer.groups_per_batch
         return self.started - self.dropped < allowed
 
     async def run(self) -> None:
@@ -120,14 +128,14 @@ class Producer:
 async def train(
     system: System, cfg: Config, logger: MetricsLogger, progress: Any = None
 ) -> RunState:
-    state = RunState()
+    state = RunState(version=system.version)
     buffer = ReplayBuffer(
         cfg.buffer.max_staleness, cfg.buffer.capacity_groups, lambda: state.version
     )
     producer = Producer(system, buffer, cfg, state)
     producing = asyncio.create_task(producer.run())
-    started = last = time.perf_counter()
-    last_tokens = 0
+    publishing = Publishing(system, overlap=producer.staleness > 0)
+    clock = StepClock()
     try:
         for step in range(cfg.trainer.total_steps):
             state.step = step
@@ -135,33 +143,86 @@ async def train(
             batch = Batch(groups, state.version)
             metrics = await system.train_step(batch)
             state.trained.extend(_records(batch))
-            snapshot = await system.export_weights(state.version + 1)
-            metrics |= await system.publish(snapshot)
+            metrics |= await publishing.wait()  # the previous version is everywhere
+            metrics |= await publishing.start(state.version + 1)
             state.version += 1
-            now = time.perf_counter()
-            metrics |= batch_metrics(groups, state.version - 1)
+            metrics |= batch_metrics(groups, batch.learner_version)
             metrics |= buffer.stats()
-            metrics["perf/rollout_tokens_per_s"] = (producer.generated_tokens - last_tokens) / (
-                now - last
-            )
-            metrics["perf/step_s"] = now - last
-            metrics["perf/elapsed_s"] = now - started
-            metrics["perf/memory_gib"] = tree_memory_gib()
+            metrics |= fleet_metrics(await system.worker_stats(), await system.pool_stats())
+            metrics |= clock.tick(producer.generated_tokens)
             metrics["trainer/version"] = float(state.version)
-            last, last_tokens = now, producer.generated_tokens
             logger.log(step, metrics)
             state.history.append(metrics)
             if progress is not None:
                 progress(step, metrics)
+        await publishing.wait()
     finally:
         producer.stop()
         producing.cancel()
+        publishing.cancel()
     return state
+
+
+class Publishing:
+    """Exports each new version and publishes it to the rollout workers. With
+    `overlap`, the publish (a rolling drain under `rollout.lock=trajectory`) runs
+    while the learner trains the next step; one publish at a time."""
+
+    def __init__(self, system: System, overlap: bool):
+        self.system = system
+        self.overlap = overlap
+        self._task: asyncio.Task | None = None
+
+    async def start(self, version: int) -> dict[str, float]:
+        started = time.perf_counter()
+        snapshot = await self.system.export_weights(version)
+        metrics = {"sync/export_s": time.perf_counter() - started}
+        self._task = asyncio.create_task(self.system.publish(snapshot))
+        if not self.overlap:
+            metrics |= await self.wait()
+        return metrics
+
+    async def wait(self) -> dict[str, float]:
+        task, self._task = self._task, None
+        return await task if task is not None else {}
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+class StepClock:
+    """Step time, rollout throughput over the step, elapsed time and memory."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.last_tokens = 0
+
+    def tick(self, generated_tokens: int) -> dict[str, float]:
+        now = time.perf_counter()
+        metrics = {
+            "perf/rollout_tokens_per_s": (generated_tokens - self.last_tokens) / (now - self.last),
+            "perf/step_s": now - self.last,
+            "perf/elapsed_s": now - self.started,
+            "perf/memory_gib": tree_memory_gib(),
+        }
+        self.last, self.last_tokens = now, generated_tokens
+        return metrics
 
 
 def _records(batch: Batch) -> list[TrainedRecord]:
     return [
-        TrainedRecord(t.trajectory_id, t.min_version, t.max_version, batch.learner_version)
+        TrainedRecord(
+            t.trajectory_id,
+            t.min_version,
+            t.max_version,
+            batch.learner_version,
+            tuple(
+                tuple(sorted(set(t.versions[u.start : u.start + u.num_generated]))) for u in t.turns
+            ),
+            tuple(u.worker_id for u in t.turns),
+            t.lock_broken,
+        )
         for t in batch.trajectories
         if t.status.trainable
     ]

@@ -1,10 +1,13 @@
-"""Metrics that summarise trajectories: rewards, tool use, statuses, lengths, versions."""
+"""Metrics that summarise a step: trajectories (rewards, tool use, statuses,
+lengths, versions) and the rollout fleet (per-worker load, speculation, skew)."""
 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from core.types import Group, Status
+from rollout.router import placement_skew
 
 
 def batch_metrics(groups: list[Group], learner_version: int) -> dict[str, float]:
@@ -41,3 +44,45 @@ def batch_metrics(groups: list[Group], learner_version: int) -> dict[str, float]
     if "correct" in components:
         metrics["rollout/correct_rate"] = sum(components["correct"]) / n
     return metrics
+
+
+def fleet_metrics(
+    worker_stats: dict[str, dict[str, Any]], pool_stats: list[dict[str, Any]]
+) -> dict[str, float]:
+    """Per rollout worker: tokens generated, queue depth, prefix-cache hits and
+    speculative acceptance; across them: placement skew (max/mean tokens placed)."""
+    metrics: dict[str, float] = {}
+    placed: dict[str, float] = {}
+    for pool in pool_stats:
+        for worker_id, load in pool["workers"].items():
+            if load["healthy"]:
+                placed[worker_id] = placed.get(worker_id, 0.0) + load["placed_tokens"]
+    metrics["rollout/placement_skew"] = placement_skew(list(placed.values()))
+    for worker_id, stats in worker_stats.items():
+        prefix = f"worker/{worker_id}"
+        metrics[f"{prefix}/generated_tokens"] = float(stats["generated_tokens"])
+        metrics[f"{prefix}/queue_depth"] = float(stats["in_flight"])
+        metrics[f"{prefix}/version"] = float(stats["version"])
+        prompt = stats["prompt_tokens"]
+        metrics[f"{prefix}/prefix_cache_hit"] = (
+            stats["cached_prompt_tokens"] / prompt if prompt else 0.0
+        )
+        metrics |= _speculation(prefix, stats)
+    drafted = sum(s["spec_drafted"] for s in worker_stats.values())
+    if drafted:
+        metrics["spec/acceptance_rate"] = (
+            sum(s["spec_accepted"] for s in worker_stats.values()) / drafted
+        )
+    return metrics
+
+
+def _speculation(prefix: str, stats: dict[str, Any]) -> dict[str, float]:
+    """Acceptance rate (accepted / drafted tokens) and mean accepted length
+    (tokens emitted per decode step: the accepted drafts plus the target's own)."""
+    if not stats["spec_drafted"]:
+        return {}
+    return {
+        f"{prefix}/spec_acceptance_rate": stats["spec_accepted"] / stats["spec_drafted"],
+        f"{prefix}/spec_mean_accepted_len": 1.0
+        + stats["spec_accepted"] / max(1, stats["spec_steps"]),
+    }

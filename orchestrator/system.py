@@ -22,6 +22,7 @@ from core.config import Config
 from core.shm import DEFAULT_ROOT, WeightSnapshot, remove_snapshot
 from core.types import Batch
 from core.waits import bounded
+from orchestrator.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,10 @@ class System:
     workers: dict[str, Any]
     pools: list[Any]
     weights_dir: Path
+    publisher: Publisher
     published: list[WeightSnapshot] = field(default_factory=list)
+    version: int = 0
+    """The last weight version published to the rollout workers."""
 
     @classmethod
     async def start(cls, cfg: Config, model_path: str) -> System:
@@ -109,7 +113,8 @@ class System:
         learner = await learner_starting
         log.info("learner and rollout workers up in %.0fs", time.perf_counter() - started)
         pools = _create_pools(cfg, model_path, workers)
-        return cls(cfg, model_path, learner, workers, pools, weights_dir)
+        publisher = Publisher(workers, pools, cfg.rollout)
+        return cls(cfg, model_path, learner, workers, pools, weights_dir, publisher)
 
     async def train_step(self, batch: Batch) -> dict[str, float]:
         return await self.learner.train_step(batch)
@@ -117,43 +122,45 @@ class System:
     async def export_weights(self, version: int) -> WeightSnapshot:
         return await self.learner.export_weights(self.weights_dir, version)
 
+    @property
+    def live_workers(self) -> dict[str, Any]:
+        return {w: h for w, h in self.workers.items() if w not in self.publisher.dead}
+
     async def publish(self, snapshot: WeightSnapshot) -> dict[str, float]:
-        """Load `snapshot` into every rollout worker (per the lock policy)."""
-        syncs = await bounded(
-            asyncio.gather(
-                *[
-                    w.update_weights.remote(snapshot, self.cfg.rollout.lock)
-                    for w in self.workers.values()
-                ]
-            ),
-            self.cfg.rollout.sync_timeout_s,
-            f"rollout workers to load weights v{snapshot.version}",
-        )
+        """Load `snapshot` into every live rollout worker (per the lock policy) and
+        free the snapshot before it."""
+        metrics = await self.publisher.publish(snapshot)
+        self.version = snapshot.version
         self.published.append(snapshot)
         while len(self.published) > 1:
             remove_snapshot(self.published.pop(0))
-        return {
-            "sync/pause_s": max(s["pause_s"] for s in syncs),
-            "sync/drain_s": max(s["drain_s"] for s in syncs),
-            "sync/load_s": max(s["load_s"] for s in syncs),
-            "sync/bytes": snapshot.total_bytes,
-        }
+        return metrics
 
-    async def worker_stats(self) -> list[dict[str, Any]]:
-        return await bounded(
-            asyncio.gather(*[w.stats.remote() for w in self.workers.values()]),
+    async def worker_stats(self) -> dict[str, dict[str, Any]]:
+        """Engine stats of each live rollout worker."""
+        live = self.live_workers
+        results = await bounded(
+            asyncio.gather(*[w.stats.remote() for w in live.values()]),
             30.0,
             "rollout worker stats",
         )
+        return dict(zip(live, results, strict=True))
+
+    async def pool_stats(self) -> list[dict[str, Any]]:
+        """Each env pool's episode counts and its router's per-worker load."""
+        return await bounded(
+            asyncio.gather(*[p.stats.remote() for p in self.pools]), 30.0, "env pool stats"
+        )
 
     async def prompt_logprobs(self, ids: list[int]) -> dict[str, list[float]]:
-        """Each rollout worker's logprobs of `ids` (to check weights arrived)."""
+        """Each live rollout worker's logprobs of `ids` (to check weights arrived)."""
+        live = self.live_workers
         results = await bounded(
-            asyncio.gather(*[w.prompt_logprobs.remote(ids) for w in self.workers.values()]),
+            asyncio.gather(*[w.prompt_logprobs.remote(ids) for w in live.values()]),
             60.0,
             "rollout workers' prompt logprobs",
         )
-        return dict(zip(self.workers, results, strict=True))
+        return dict(zip(live, results, strict=True))
 
     async def learner_logprobs(self, ids: list[int]) -> list[float]:
         return await self.learner.logprobs(ids)
@@ -166,7 +173,7 @@ class System:
 
         try:
             await bounded(
-                asyncio.gather(*[w.shutdown.remote() for w in self.workers.values()]),
+                asyncio.gather(*[w.shutdown.remote() for w in self.live_workers.values()]),
                 60.0,
                 "rollout workers to shut down",
             )
@@ -227,8 +234,24 @@ def _create_workers(cfg: Config, model_path: str) -> dict[str, Any]:
         worker_id = f"rollout-{index}"
         workers[worker_id] = actor.options(
             num_cpus=cfg.rollout.num_cpus, max_concurrency=100_000
-        ).remote(worker_id, model_path, cfg.rollout, cfg.model.dtype, cfg.trainer.seed + index)
+        ).remote(
+            worker_id,
+            model_path,
+            cfg.rollout,
+            cfg.model.dtype,
+            cfg.trainer.seed + index,
+            _core_for(index) if cfg.rollout.bind_cores else None,
+        )
     return workers
+
+
+def _core_for(worker_index: int) -> int | None:
+    """The CPU core worker `worker_index`'s engine is pinned to (None on a GPU host)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    return worker_index % (os.cpu_count() or 1)
 
 
 def _create_pools(cfg: Config, model_path: str, workers: dict[str, Any]) -> list[Any]:

@@ -71,6 +71,8 @@ class SamplingSpec:
     temperature: float = 1.0
     top_p: float = 1.0
     stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    """Generate exactly max_tokens (benchmarks and tests of mid-generation updates)."""
 
 
 @dataclass
@@ -179,6 +181,7 @@ class Engine:
             stop_token_ids=list(spec.stop_token_ids),
             logprobs=0,
             skip_special_tokens=False,
+            ignore_eos=spec.ignore_eos,
         )
         request_id = f"r{next(self._ids)}"
         started = time.perf_counter()
@@ -201,6 +204,13 @@ class Engine:
         self.stats.prompt_tokens += generation.num_prompt_tokens
         self.stats.cached_prompt_tokens += generation.num_cached_tokens
         return generation
+
+    @property
+    def llm(self) -> Any:
+        """The underlying vLLM AsyncLLM (benchmarks compare against it directly)."""
+        if self._llm is None:
+            raise EngineError("engine not started")
+        return self._llm
 
     async def update_weights(
         self, snapshot: WeightSnapshot, lock: str, sync_draft: bool = False

@@ -5,12 +5,19 @@ Each call runs one group: `size` episodes of the same task (same seed), each a
 (least outstanding tokens, session affinity). A worker that dies mid-turn is
 marked dead and the turn is retried on another worker; the trajectory records
 the move. Envs are reused across episodes from an idle list.
+
+For `rollout.lock=trajectory` the publisher drives the drain through this pool:
+`set_draining` stops new trajectories going to a worker, `sessions_on` says how
+many are still locked to it, and `break_locks` marks the ones a timed-out drain
+leaves behind (they will see the new weights). New trajectories wait while every
+worker is draining.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +27,13 @@ from core.types import Group, Status, Trajectory
 from envs import make_env
 from rollout.agent import EpisodeSpec, Served, run_episode
 from rollout.engine import Generation, SamplingSpec
-from rollout.router import NoWorkerAvailable, Router
+from rollout.router import NoWorkerAvailable, Router, WorkersDraining
 
 log = logging.getLogger(__name__)
 
 RAY_CALL_GRACE_S = 30.0
 """Beyond the engine's own generation timeout, how long a Ray call may take."""
+DRAIN_POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,7 @@ class EnvPool:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.codec = ChatCodec(tokenizer, getattr(probe, "tool_schemas", None))
         self._idle_envs = [probe]
+        self._lock_broken: set[str] = set()
         self.episodes_started = 0
         self.episodes_finished = 0
 
@@ -69,8 +78,23 @@ class EnvPool:
             "episodes_started": self.episodes_started,
             "episodes_finished": self.episodes_finished,
             "in_flight": self.episodes_started - self.episodes_finished,
-            "router_skew": self.router.skew(),
+            "workers": self.router.stats(),
         }
+
+    def set_draining(self, worker_id: str, draining: bool) -> None:
+        self.router.set_draining(worker_id, draining)
+
+    def sessions_on(self, worker_id: str) -> int:
+        return len(self.router.sessions_on(worker_id))
+
+    def break_locks(self, worker_id: str) -> int:
+        """Mark the trajectories still locked to `worker_id` as lock-broken."""
+        sessions = self.router.sessions_on(worker_id)
+        self._lock_broken.update(sessions)
+        return len(sessions)
+
+    def mark_dead(self, worker_id: str) -> None:
+        self.router.mark_dead(worker_id)
 
     async def _episode(self, spec: GroupSpec, index: int) -> Trajectory:
         trajectory_id = f"{spec.group_id}/{index}"
@@ -95,14 +119,17 @@ class EnvPool:
             return await self._generate(trajectory_id, prompt_ids, sampling)
 
         try:
-            return await asyncio.wait_for(
+            trajectory = await asyncio.wait_for(
                 run_episode(env, self.codec, generate, episode), self.env_cfg.episode_timeout_s
             )
+            trajectory.lock_broken |= trajectory_id in self._lock_broken
+            return trajectory
         except TimeoutError:
             log.warning("episode %s exceeded %.0fs", trajectory_id, self.env_cfg.episode_timeout_s)
             return _failed(episode, f"episode timed out after {self.env_cfg.episode_timeout_s}s")
         finally:
             self.router.end_session(trajectory_id)
+            self._lock_broken.discard(trajectory_id)
             self.episodes_finished += 1
             self._idle_envs.append(env)
 
@@ -117,8 +144,9 @@ class EnvPool:
         moved = False
         for _ in range(len(self.workers) + 1):
             try:
-                placement = self.router.place(session, cost)
-            except NoWorkerAvailable:
+                placement = await self._place(session, cost)
+            except NoWorkerAvailable as exc:
+                log.warning("turn of %s not served: %s", session, exc)
                 break
             moved = moved or placement.moved
             handle = self.workers[placement.worker_id]
@@ -141,6 +169,20 @@ class EnvPool:
                 self.router.done(placement.worker_id, cost)
         aborted = Generation([], [], [], "abort", len(prompt_ids))
         return Served(aborted, "none", moved)
+
+    async def _place(self, session: str, cost: int) -> Any:
+        """Place a turn; while every worker drains for an update, wait (bounded)."""
+        deadline = time.monotonic() + self.rollout_cfg.sync_timeout_s
+        while True:
+            try:
+                return self.router.place(session, cost)
+            except WorkersDraining:
+                if time.monotonic() > deadline:
+                    raise NoWorkerAvailable(
+                        f"every rollout worker stayed draining for "
+                        f"{self.rollout_cfg.sync_timeout_s:.0f}s (rollout.sync_timeout_s)"
+                    ) from None
+                await asyncio.sleep(DRAIN_POLL_S)
 
 
 def _failed(spec: EpisodeSpec, reason: str) -> Trajectory:

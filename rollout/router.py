@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 
 
 class NoWorkerAvailable(RuntimeError):
-    pass
+    """No healthy worker is left: the turn cannot be served."""
+
+
+class WorkersDraining(NoWorkerAvailable):
+    """Every healthy worker is draining for a weight update: wait and place again."""
 
 
 @dataclass
@@ -24,6 +28,8 @@ class WorkerLoad:
     outstanding_tokens: int = 0
     in_flight: int = 0
     placed_sessions: int = 0
+    placed_tokens: int = 0
+    """Every token ever placed here (prompt + budget), for placement skew."""
     healthy: bool = True
     draining: bool = False
 
@@ -60,6 +66,7 @@ class Router:
             self.loads[worker_id].placed_sessions += 1
         load = self.loads[worker_id]
         load.outstanding_tokens += cost_tokens
+        load.placed_tokens += cost_tokens
         load.in_flight += 1
         return Placement(worker_id, moved)
 
@@ -82,16 +89,34 @@ class Router:
             self.worker_ids.append(worker_id)
         self.loads[worker_id] = WorkerLoad()
 
+    def sessions_on(self, worker_id: str) -> list[str]:
+        """The live sessions placed on `worker_id` (what a drain waits for)."""
+        return [s for s, w in self.sessions.items() if w == worker_id]
+
     def skew(self) -> float:
-        """Max over mean outstanding tokens among healthy workers (1.0 is even)."""
-        values = [w.outstanding_tokens for w in self.loads.values() if w.healthy]
-        mean = sum(values) / len(values) if values else 0.0
-        return max(values) / mean if mean > 0 else 1.0
+        """Max over mean of the tokens placed on each healthy worker so far (1.0 is even)."""
+        return placement_skew([w.placed_tokens for w in self.loads.values() if w.healthy])
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Per worker: outstanding tokens, queue depth, sessions, tokens placed, state."""
+        return {
+            wid: {
+                "outstanding_tokens": float(load.outstanding_tokens),
+                "queue_depth": float(load.in_flight),
+                "sessions": float(len(self.sessions_on(wid))),
+                "placed_tokens": float(load.placed_tokens),
+                "healthy": float(load.healthy),
+                "draining": float(load.draining),
+            }
+            for wid, load in self.loads.items()
+        }
 
     def _least_loaded(self) -> str:
         open_workers = [w for w in self.worker_ids if self._admits(w)]
         if not open_workers:
-            raise NoWorkerAvailable("no healthy rollout worker is admitting trajectories")
+            if any(load.healthy for load in self.loads.values()):
+                raise WorkersDraining("every healthy rollout worker is draining for an update")
+            raise NoWorkerAvailable("no healthy rollout worker is left")
         self._turn += 1
         rotation = {
             w: (i - self._turn) % len(self.worker_ids) for i, w in enumerate(self.worker_ids)
@@ -101,3 +126,9 @@ class Router:
     def _admits(self, worker_id: str) -> bool:
         load = self.loads[worker_id]
         return load.healthy and not load.draining
+
+
+def placement_skew(placed: list[float]) -> float:
+    """Max over mean of per-worker placed work (1.0 is perfectly even)."""
+    mean = sum(placed) / len(placed) if placed else 0.0
+    return max(placed) / mean if mean > 0 else 1.0

@@ -9,6 +9,7 @@ make the tool hang.
 from __future__ import annotations
 
 import ast
+import asyncio
 import operator
 from typing import Any
 
@@ -78,7 +79,14 @@ class Calculator:
         {"expression": {"type": "string", "description": "e.g. 37 * 12 + 5"}},
     )
 
+    def __init__(self, latency_s: float = 0.0):
+        self.latency_s = latency_s
+        """Simulated service time per call (a remote tool is never instant)."""
+
     async def __call__(self, expression: Any = None, **extra: Any) -> str:
         if extra:
             raise ToolArgumentError(f"unexpected arguments: {', '.join(sorted(extra))}")
-        return format_number(evaluate(expression))
+        value = format_number(evaluate(expression))
+        if self.latency_s > 0:
+            await asyncio.sleep(self.latency_s)
+        return value

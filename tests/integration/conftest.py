@@ -15,6 +15,11 @@ import pytest
 from core.config import Config, TinyModelConfig
 
 TEST_TINY = TinyModelConfig(demos=600, warmup_steps=40)
+LOGPROB_TOLERANCE = 2e-3
+"""Max |logp_vllm - logp_learner| per token: both fp32, different kernels."""
+TOOL_LATENCY_S = 0.5
+"""The test fleet's calculator answers like a remote tool, so trajectories live
+long enough for weight updates to land between their turns."""
 TEST_OVERRIDES = [
     "model.tiny.demos=600",
     "model.tiny.warmup_steps=40",
@@ -76,10 +81,17 @@ def ray_cluster():
 
 @pytest.fixture(scope="session")
 def running_system(ray_cluster, tiny_policy, tmp_path_factory, event_loop_runner):
-    """One vLLM rollout worker and one DeepSpeed rank, with env pools."""
+    """Two vLLM rollout workers (one core each) and one DeepSpeed rank, with env
+    pools. The lock policy is read at every publish, so tests may change
+    `cfg.rollout.lock` between training runs; each run continues the versions."""
     from orchestrator.system import System
 
-    cfg = small_run_config(tmp_path_factory.mktemp("system-run"), trainer__total_steps=4)
+    cfg = small_run_config(
+        tmp_path_factory.mktemp("system-run"),
+        trainer__total_steps=4,
+        rollout__num_workers=2,
+        env__kwargs={"tool_latency_s": TOOL_LATENCY_S},
+    )
     system = event_loop_runner(System.start(cfg, tiny_policy))
     yield system, cfg
     event_loop_runner(system.shutdown())

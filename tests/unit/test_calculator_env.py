@@ -127,3 +127,21 @@ def test_unknown_env_is_one_clear_error():
         make_env("asyncrl/NoSuchEnv-v0")
     with pytest.raises(EnvConfigError, match="cannot import"):
         make_env("no_such_pkg.mod:Thing")
+
+
+def test_tool_latency_is_service_time_and_a_slow_tool_is_the_envs_fault():
+    import time
+
+    from envs.base import dumps_call
+
+    env = CalculatorEnv(tool_latency_s=0.05)
+    env.reset(seed=1)
+    started = time.perf_counter()
+    _, _, _, _, info = env.step(dumps_call("calculator", {"expression": "2 + 3"}))
+    assert time.perf_counter() - started >= 0.05 and not info.get("failure")
+    assert env.messages[-1] == {"role": "tool", "content": "5"}
+
+    slow = CalculatorEnv(tool_latency_s=0.2, tool_timeout_s=0.05, tool_retries=0)
+    slow.reset(seed=1)
+    _, _, terminated, _, info = slow.step(dumps_call("calculator", {"expression": "2 + 3"}))
+    assert terminated and "timed out" in info["failure"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from rollout.router import NoWorkerAvailable, Router
+from rollout.router import NoWorkerAvailable, Router, WorkersDraining, placement_skew
 
 
 def test_least_outstanding_tokens_not_requests():
@@ -55,3 +57,65 @@ def test_no_worker():
     router.mark_dead("a")
     with pytest.raises(NoWorkerAvailable):
         router.place("s", 1)
+
+
+def test_all_draining_is_a_wait_not_a_loss():
+    router = Router(["a", "b"])
+    router.set_draining("a", True)
+    router.set_draining("b", True)
+    with pytest.raises(WorkersDraining):
+        router.place("s", 1)
+    router.set_draining("b", False)
+    assert router.place("s", 1).worker_id == "b"
+
+
+def test_sessions_on_a_worker_are_what_a_drain_waits_for():
+    router = Router(["a", "b"])
+    placed = {s: router.place(s, 10).worker_id for s in ("s1", "s2", "s3")}
+    on_a = sorted(s for s, w in placed.items() if w == "a")
+    assert sorted(router.sessions_on("a")) == on_a
+    for session in on_a:
+        router.end_session(session)
+    assert router.sessions_on("a") == []
+
+
+def test_stats_report_load_queue_and_state():
+    router = Router(["a", "b"])
+    worker = router.place("s", 100).worker_id
+    router.set_draining(worker, True)
+    stats = router.stats()[worker]
+    assert stats["outstanding_tokens"] == 100 and stats["queue_depth"] == 1
+    assert stats["sessions"] == 1 and stats["draining"] == 1.0 and stats["healthy"] == 1.0
+
+
+heavy_tailed = st.one_of(st.integers(1, 50), st.integers(500, 5000))
+
+
+@given(costs=st.lists(heavy_tailed, min_size=1, max_size=200), workers=st.integers(2, 5))
+def test_greedy_placement_keeps_loads_within_one_request(costs, workers):
+    """Under skewed request sizes, outstanding work never differs between two
+    workers by more than the largest single request (greedy list scheduling)."""
+    router = Router([f"w{i}" for i in range(workers)])
+    for index, cost in enumerate(costs):
+        open_loads = {w: load.outstanding_tokens for w, load in router.loads.items()}
+        chosen = router.place(f"s{index}", cost).worker_id
+        assert open_loads[chosen] == min(open_loads.values())
+        loads = [load.outstanding_tokens for load in router.loads.values()]
+        assert max(loads) - min(loads) <= max(costs[: index + 1])
+
+
+@given(costs=st.lists(heavy_tailed, min_size=20, max_size=200))
+def test_completed_work_frees_capacity(costs):
+    router = Router(["a", "b"])
+    for index, cost in enumerate(costs):
+        worker = router.place(f"s{index}", cost).worker_id
+        router.done(worker, cost)
+        router.end_session(f"s{index}")
+    assert all(load.outstanding_tokens == 0 for load in router.loads.values())
+    assert sum(load.placed_tokens for load in router.loads.values()) == sum(costs)
+
+
+def test_placement_skew():
+    assert placement_skew([10.0, 10.0]) == 1.0
+    assert placement_skew([30.0, 10.0]) == 1.5
+    assert placement_skew([]) == 1.0

@@ -1,0 +1,270 @@
+"""Rollout-plane benchmark: ratios measured side by side in one run (not a test).
+
+    python -m bench.rollout [--episodes 32] [--model PATH]
+
+1. agent loop vs raw vLLM: generated tokens/s of asyncrl's multi-turn agent loop
+   (run_episode over an Engine) against vLLM's AsyncLLM.generate fed the very
+   turn prompts the agent loop issued, same engine, same sampling.
+2. speculation: decode tokens/s with ngram speculation on vs off, on prompts
+   whose answer echoes the prompt (the tool call copies a long expression),
+   at one request in flight (latency-bound decoding, where drafts pay off) and
+   at eight; with the acceptance rate and the mean accepted length.
+3. placement: two engines, requests with long-tailed lengths; the Router's
+   least-outstanding-tokens placement against round robin: token skew
+   (max/mean per worker) and the time to finish everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.chat import ChatCodec
+from core.config import SpeculativeConfig, TinyModelConfig
+from envs import make_env
+from envs.calculator import CalculatorEnv
+from orchestrator.bootstrap import ensure_tiny_policy
+from rollout.agent import EpisodeSpec, Served, run_episode
+from rollout.engine import Engine, SamplingSpec, speculative_config
+from rollout.router import Router, placement_skew
+
+MAX_MODEL_LEN = 1024
+TURN_TOKENS = 64
+
+
+@dataclass
+class Rate:
+    tokens: int
+    seconds: float
+
+    @property
+    def per_s(self) -> float:
+        return self.tokens / self.seconds
+
+
+def main() -> None:
+    args = _parse()
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    model = args.model or ensure_tiny_policy(
+        TinyModelConfig(), Path("~/.cache/asyncrl/models").expanduser(), "tiny-qwen3"
+    )
+    codec = _codec(model)
+    rows = asyncio.run(_all(model, codec, args.episodes))
+    print(f"\nrollout benchmark ({model})")
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+
+
+async def _all(model: str, codec: ChatCodec, episodes: int) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    engine = await _engine(model, core=0)
+    try:
+        agent, raw = await _agent_vs_raw(engine, codec, episodes)
+        rows += [
+            ("agent loop tokens/s", f"{agent.per_s:.0f}"),
+            ("raw vLLM generate tokens/s", f"{raw.per_s:.0f}"),
+            ("agent loop / raw", f"{agent.per_s / raw.per_s:.2f}x  (goal >= 0.9x)"),
+        ]
+        echo_prompts = _echo_prompts(codec, 16)
+        off = {n: await _decode(engine, echo_prompts, n, codec) for n in (1, 8)}
+    finally:
+        engine.shutdown()
+    spec_engine = await _engine(model, core=0, speculative="ngram")
+    try:
+        on = {n: await _decode(spec_engine, echo_prompts, n, codec) for n in (1, 8)}
+        stats = spec_engine.snapshot_stats()
+    finally:
+        spec_engine.shutdown()
+    for n in (1, 8):
+        rows.append(
+            (
+                f"ngram spec on/off decode tokens/s, {n} in flight",
+                f"{on[n].per_s:.0f} / {off[n].per_s:.0f} = {on[n].per_s / off[n].per_s:.2f}x"
+                "  (goal >= 1.5x)",
+            )
+        )
+    rows.append(
+        (
+            "ngram acceptance rate / mean accepted length",
+            f"{stats['spec_accepted'] / max(1, stats['spec_drafted']):.2f} / "
+            f"{1 + stats['spec_accepted'] / max(1, stats['spec_steps']):.2f} tokens per step",
+        )
+    )
+    rows += await _placement(model)
+    return rows
+
+
+async def _agent_vs_raw(engine: Engine, codec: ChatCodec, episodes: int) -> tuple[Rate, Rate]:
+    """The agent loop over `episodes` calculator episodes, recording each turn's
+    prompt; then raw vLLM on those prompts with the same sampling."""
+    turns: list[tuple[list[int], SamplingSpec]] = []
+
+    async def generate(prompt_ids: list[int], spec: SamplingSpec) -> Served:
+        turns.append((list(prompt_ids), spec))
+        return Served(await engine.generate(prompt_ids, spec, 300.0), "bench")
+
+    async def episode(seed: int) -> int:
+        env = make_env("asyncrl/Calculator-v0")
+        spec = EpisodeSpec(f"b{seed}", "bench", "calc", seed, TURN_TOKENS, MAX_MODEL_LEN)
+        return (await run_episode(env, codec, generate, spec)).num_generated
+
+    await _warm_up(engine, codec)
+    agent = await _timed(lambda: asyncio.gather(*[episode(s) for s in range(episodes)]))
+    raw = await _timed(lambda: asyncio.gather(*[_raw(engine, p, s) for p, s in turns]))
+    return agent, raw
+
+
+async def _raw(engine: Engine, prompt_ids: list[int], spec: SamplingSpec) -> int:
+    """vLLM's own AsyncLLM.generate, with asyncrl nowhere in the path."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    params = SamplingParams(
+        max_tokens=spec.max_tokens,
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        stop_token_ids=list(spec.stop_token_ids),
+        logprobs=0,
+    )
+    request_id = f"raw-{random.getrandbits(48)}"
+    final = None
+    async for output in engine.llm.generate(
+        TokensPrompt(prompt_token_ids=prompt_ids), params, request_id
+    ):
+        final = output
+    return len(final.outputs[0].token_ids) if final else 0
+
+
+async def _decode(
+    engine: Engine, prompts: list[list[int]], in_flight: int, codec: ChatCodec
+) -> Rate:
+    """Generated tokens/s with `in_flight` requests at a time (greedy turns end at
+    their natural stop, so both engines produce the same text)."""
+    spec = SamplingSpec(
+        max_tokens=TURN_TOKENS, temperature=0.0, stop_token_ids=tuple(codec.stop_token_ids)
+    )
+    queue = list(prompts)
+
+    async def lane() -> int:
+        tokens = 0
+        while queue:
+            tokens += len((await engine.generate(queue.pop(), spec, 300.0)).token_ids)
+        return tokens
+
+    await _warm_up(engine, codec)
+    return await _timed(lambda: asyncio.gather(*[lane() for _ in range(in_flight)]))
+
+
+async def _placement(model: str) -> list[tuple[str, str]]:
+    """Long-tailed request lengths over two engines: Router vs round robin."""
+    rng = random.Random(0)
+    lengths = [min(600, int(rng.lognormvariate(3.5, 1.0)) + 8) for _ in range(48)]
+    prompt = [1, 2, 3, 4, 5, 6, 7, 8]
+    engines = [await _engine(model, core=0), await _engine(model, core=1)]
+    rows = []
+    try:
+        results = {}
+        for name, choose in (("router", None), ("round robin", _round_robin(len(engines)))):
+            results[name] = await _place_all(engines, prompt, lengths, choose)
+        for name, (skew, seconds) in results.items():
+            rows.append((f"placement skew / makespan, {name}", f"{skew:.2f} / {seconds:.1f}s"))
+        rows.append(
+            (
+                "makespan round robin / router",
+                f"{results['round robin'][1] / results['router'][1]:.2f}x",
+            )
+        )
+    finally:
+        for engine in engines:
+            engine.shutdown()
+    return rows
+
+
+async def _place_all(
+    engines: list[Engine], prompt: list[int], lengths: list[int], choose: Callable[[], int] | None
+) -> tuple[float, float]:
+    router = Router([str(i) for i in range(len(engines))])
+    placed = [0.0] * len(engines)
+
+    async def one(index: int, length: int) -> None:
+        await asyncio.sleep(index * 0.02)  # arrivals, not one burst
+        cost = len(prompt) + length
+        if choose is None:
+            worker = int(router.place(f"s{index}", cost).worker_id)
+        else:
+            worker = choose()
+        placed[worker] += cost
+        spec = SamplingSpec(max_tokens=length, ignore_eos=True)
+        try:
+            await engines[worker].generate(prompt, spec, 300.0)
+        finally:
+            if choose is None:
+                router.done(str(worker), cost)
+                router.end_session(f"s{index}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*[one(i, n) for i, n in enumerate(lengths)])
+    return placement_skew(placed), time.perf_counter() - started
+
+
+def _round_robin(n: int) -> Callable[[], int]:
+    counter = iter(range(1 << 30))
+    return lambda: next(counter) % n
+
+
+async def _engine(model: str, core: int, speculative: str = "none") -> Engine:
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = str(core % (os.cpu_count() or 1))
+    spec = speculative_config(SpeculativeConfig(method=speculative, num_speculative_tokens=4))
+    engine = Engine(model, dtype="float32", max_model_len=MAX_MODEL_LEN, speculative=spec)
+    await engine.start()
+    return engine
+
+
+async def _warm_up(engine: Engine, codec: ChatCodec) -> None:
+    await engine.generate(codec.encode("warm up"), SamplingSpec(max_tokens=8), 120.0)
+
+
+async def _timed(make: Callable) -> Rate:
+    started = time.perf_counter()
+    counts = await make()
+    return Rate(sum(counts), time.perf_counter() - started)
+
+
+def _echo_prompts(codec: ChatCodec, count: int) -> list[list[int]]:
+    """Opening prompts with long expressions, which the first turn copies."""
+    env = CalculatorEnv(min_operands=6, max_operands=8)
+    prompts = []
+    for seed in range(count):
+        observation, _ = env.reset(seed=seed)
+        prompts.append(codec.prompt_ids(list(observation)))
+    return prompts
+
+
+def _codec(model: str) -> ChatCodec:
+    from transformers import AutoTokenizer
+
+    env = make_env("asyncrl/Calculator-v0")
+    return ChatCodec(AutoTokenizer.from_pretrained(model), env.tool_schemas)
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--episodes", type=int, default=32)
+    parser.add_argument(
+        "--model", default=None, help="checkpoint directory (default: the tiny policy)"
+    )
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    main()
