@@ -122,6 +122,8 @@ def _record_turn(traj: Trajectory, served: Served) -> Turn:
     )
     traj.turns.append(turn)
     traj.lock_broken = traj.lock_broken or served.moved
+    if generation.routed_experts is not None:
+        traj.routed_experts = (traj.routed_experts or []) + generation.routed_experts
     return turn
 
 

@@ -173,6 +173,7 @@ class Engine:
     ) -> Generation:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
 
         params = SamplingParams(
             max_tokens=spec.max_tokens,
@@ -180,8 +181,11 @@ class Engine:
             top_p=spec.top_p,
             stop_token_ids=list(spec.stop_token_ids),
             logprobs=0,
-            skip_special_tokens=False,
             ignore_eos=spec.ignore_eos,
+            # Token ids are the product: the agent decodes what it needs itself,
+            # and only the finished turn matters (no per-token streaming).
+            detokenize=False,
+            output_kind=RequestOutputKind.FINAL_ONLY,
         )
         request_id = f"r{next(self._ids)}"
         started = time.perf_counter()
