@@ -57,7 +57,7 @@ class SpeculativeConfig:
     draft_model (a smaller drafter, `draft_model` below) | mtp (the policy's own
     multi-token-prediction heads; models that have them, e.g. Qwen3-Next)."""
     num_speculative_tokens: int = 3
-    prompt_lookup_min: int = 1
+    prompt_lookup_min: int = 2
     prompt_lookup_max: int = 4
     draft_model: str | None = None
     """Path of the drafter for method=draft_model."""
@@ -126,10 +126,16 @@ class LearnerConfig:
     """DeepSpeed ranks, one Ray actor each (gloo on CPU, NCCL on GPU)."""
     zero_stage: int = 2
     precision: str = "fp32"
-    """fp32 | bf16 (bf16 is emulated and slow on this CPU)."""
+    """fp32 | bf16 (emulated and slow on CPUs without AMX) | fp8 (torchao float8
+    training of the transformer blocks' linear layers; embeddings, LM head, norms
+    and MoE routers stay in fp32; see learner/fp8.py)."""
     lr: float = 2e-4
     weight_decay: float = 0.0
     lr_warmup_steps: int = 0
+    lr_schedule: str = "constant"
+    """After the linear warm-up: constant | cosine (to lr_min_ratio * lr at lr_decay_steps)."""
+    lr_decay_steps: int = 1000
+    lr_min_ratio: float = 0.1
     grad_clip: float = 1.0
     micro_batch_tokens: int = 16384
     """Padded tokens per micro-batch; a step accumulates as many as the batch needs."""
@@ -137,19 +143,43 @@ class LearnerConfig:
     """torch threads in each learner process."""
     deepspeed: dict[str, Any] = field(default_factory=dict)
     """Merged last into the generated DeepSpeed config: anything DeepSpeed accepts."""
+    routing_replay: bool = True
+    """MoE models: when trajectories carry the engine's routed experts
+    (rollout.return_routed_experts), the learner's MoE layers use those experts
+    (R3); the mixing weights still come from the learner's router."""
     startup_timeout_s: float = 600.0
     step_timeout_s: float = 600.0
+
+
+ALGORITHM_NAMES = ("grpo", "gspo", "dapo", "ppo")
+"""The names learner.algos.ALGORITHMS defines (checked by a unit test)."""
 
 
 @dataclass
 class AlgoConfig:
     name: str = "grpo"
-    clip_eps: float = 0.2
+    """grpo | gspo (sequence-level ratio) | dapo (clip-higher, token-mean) | ppo
+    (clipped surrogate, leave-one-out baseline; no critic)."""
+    clip_eps: float | None = None
+    """Lower clip of the ratio; None takes the algorithm's own (0.2; GSPO 3e-4)."""
     clip_eps_high: float | None = None
-    """Upper clip (DAPO's clip-higher); None means symmetric."""
+    """Upper clip (DAPO's clip-higher); None takes the algorithm's own."""
     normalize_std: bool = True
     """Divide group-centred rewards by the group's std (GRPO); False is Dr. GRPO."""
     entropy_coef: float = 0.0
+    loss_agg: str | None = None
+    """token-mean | seq-mean-token-mean | seq-mean-token-sum; None: the algorithm's."""
+    off_policy: str = "behavior"
+    """How samples from older or numerically different policies are corrected:
+    behavior: the PPO ratio is taken against the engine's behavior logprobs;
+    tis: decoupled PPO (ratio against the learner's own logprobs before the
+    update) times the importance weight pi_learner/pi_behavior truncated at is_cap;
+    mis: the same, but tokens whose weight lies outside [1/is_cap, is_cap] are masked."""
+    is_cap: float = 2.0
+    kl_coef: float = 0.0
+    """Penalty on KL(current || reference), the reference being the initial policy
+    (k3 estimator per token). Off by default: it costs a frozen copy of the model
+    and a forward pass per micro-batch."""
 
 
 @dataclass
@@ -188,6 +218,11 @@ class TrainerConfig:
     seed: int = 0
     batch_timeout_s: float = 600.0
     """How long the learner waits for its next batch before the run stops with an error."""
+    checkpoint_every: int = 50
+    """Steps between run checkpoints under <run_dir>/checkpoints (0: none)."""
+    resume: bool = False
+    """Continue from the newest checkpoint under logger.run_dir (pass the stopped
+    run's directory: `hydra.run.dir=runs/<date>/<time>`)."""
 
 
 @dataclass
@@ -232,8 +267,30 @@ def validate(cfg: Config) -> None:
             "rollout.speculative.method=draft_model needs rollout.speculative.draft_model=<path>",
         ),
         (cfg.trainer.mode in ("async", "sync"), "trainer.mode must be 'async' or 'sync'"),
+        (
+            cfg.algo.off_policy in ("behavior", "tis", "mis"),
+            "algo.off_policy must be behavior, tis or mis",
+        ),
+        (
+            cfg.algo.loss_agg in (None, "token-mean", "seq-mean-token-mean", "seq-mean-token-sum"),
+            "algo.loss_agg must be token-mean, seq-mean-token-mean or seq-mean-token-sum",
+        ),
+        (cfg.algo.is_cap > 1.0, "algo.is_cap must be > 1"),
+        (cfg.algo.kl_coef >= 0.0, "algo.kl_coef must be >= 0"),
+        (cfg.trainer.checkpoint_every >= 0, "trainer.checkpoint_every must be >= 0"),
+        (
+            cfg.learner.lr_schedule in ("constant", "cosine"),
+            "learner.lr_schedule must be constant or cosine",
+        ),
+        (
+            cfg.algo.name in ALGORITHM_NAMES,
+            f"algo.name must be one of {', '.join(ALGORITHM_NAMES)}",
+        ),
         (cfg.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage must be 0, 1, 2 or 3"),
-        (cfg.learner.precision in ("fp32", "bf16"), "learner.precision must be fp32 or bf16"),
+        (
+            cfg.learner.precision in ("fp32", "bf16", "fp8"),
+            "learner.precision must be fp32, bf16 or fp8",
+        ),
         (cfg.env.group_size >= 2, "env.group_size must be >= 2 (GRPO normalises within groups)"),
         (cfg.buffer.groups_per_batch >= 1, "buffer.groups_per_batch must be >= 1"),
         (cfg.buffer.max_staleness >= 0, "buffer.max_staleness must be >= 0"),

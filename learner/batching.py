@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from core.types import Batch
-from learner.algos.base import Algorithm, token_mean_weights
+from learner.algos.base import Algorithm, aggregation_weights
 
 
 @dataclass
@@ -25,6 +25,10 @@ class Sample:
     behavior_logprobs: list[float]
     advantage: float
     staleness: int
+    weight: float = 0.0
+    """Per-token loss weight from the batch's aggregation (set by the plan)."""
+    routed_experts: list[list[list[int]]] | None = None
+    """Per generated token, per MoE layer, the experts the engine used (R3)."""
 
 
 @dataclass
@@ -39,6 +43,10 @@ class MicroBatch:
     advantages: torch.Tensor
     weights: torch.Tensor
     """[B, T-1] aggregation weight of each target token (0 off the mask)."""
+    routing: torch.Tensor | None = None
+    """[B, T, layers, k] the engine's experts for each input position (R3)."""
+    routing_mask: torch.Tensor | None = None
+    """[B, T] where `routing` is known (generated tokens of samples that carry it)."""
 
     @property
     def num_tokens(self) -> int:
@@ -60,17 +68,26 @@ def collect_samples(batch: Batch, algorithm: Algorithm) -> list[Sample]:
                     behavior_logprobs=traj.behavior_logprobs,
                     advantage=advantage,
                     staleness=traj.staleness(batch.learner_version),
+                    routed_experts=traj.routed_experts,
                 )
             )
     return samples
 
 
 def plan_micro_batches(
-    samples: list[Sample], token_budget: int, world_size: int, pad_id: int
+    samples: list[Sample],
+    token_budget: int,
+    world_size: int,
+    pad_id: int,
+    loss_agg: str = "token-mean",
 ) -> list[MicroBatch | None]:
     """Micro-batches whose padded size stays within `token_budget`, sorted by
-    length; the list length is a multiple of `world_size` (None = empty slot)."""
-    weight = token_mean_weights(sum(sum(s.loss_mask) for s in samples))
+    length; the list length is a multiple of `world_size` (None = empty slot).
+    Token weights follow `loss_agg` over the whole batch, so the sum over all
+    micro-batches (and ranks) is the batch loss."""
+    lengths = [sum(s.loss_mask) for s in samples]
+    for sample, weight in zip(samples, aggregation_weights(lengths, loss_agg), strict=True):
+        sample.weight = weight
     order = sorted(range(len(samples)), key=lambda i: len(samples[i].tokens))
     plan: list[MicroBatch | None] = []
     current: list[Sample] = []
@@ -78,17 +95,17 @@ def plan_micro_batches(
         sample = samples[index]
         width = max([len(s.tokens) for s in current] + [len(sample.tokens)])
         if current and width * (len(current) + 1) > token_budget:
-            plan.append(collate(current, weight, pad_id))
+            plan.append(collate(current, pad_id))
             current = []
         current.append(sample)
     if current:
-        plan.append(collate(current, weight, pad_id))
+        plan.append(collate(current, pad_id))
     while len(plan) % world_size:
         plan.append(None)
     return plan
 
 
-def collate(samples: list[Sample], weight: float, pad_id: int) -> MicroBatch:
+def collate(samples: list[Sample], pad_id: int) -> MicroBatch:
     width = max(len(s.tokens) for s in samples)
     rows = len(samples)
     ids = torch.full((rows, width), pad_id, dtype=torch.long)
@@ -96,6 +113,7 @@ def collate(samples: list[Sample], weight: float, pad_id: int) -> MicroBatch:
     mask = torch.zeros((rows, width), dtype=torch.float32)
     behavior = torch.zeros((rows, width), dtype=torch.float32)
     advantages = torch.zeros((rows, width), dtype=torch.float32)
+    weights = torch.zeros((rows, width), dtype=torch.float32)
     for row, sample in enumerate(samples):
         n = len(sample.tokens)
         ids[row, :n] = torch.tensor(sample.tokens)
@@ -103,8 +121,10 @@ def collate(samples: list[Sample], weight: float, pad_id: int) -> MicroBatch:
         mask[row, :n] = torch.tensor(sample.loss_mask, dtype=torch.float32)
         behavior[row, :n] = torch.tensor(sample.behavior_logprobs, dtype=torch.float32)
         advantages[row, :n] = sample.advantage
+        weights[row, :n] = sample.weight
     # Position t predicts token t+1: targets and their per-token fields shift left.
     target_mask = mask[:, 1:]
+    routing, routing_mask = collate_routing(samples, width)
     return MicroBatch(
         input_ids=ids,
         attention_mask=attention,
@@ -112,5 +132,30 @@ def collate(samples: list[Sample], weight: float, pad_id: int) -> MicroBatch:
         targets=ids[:, 1:],
         behavior_logprobs=behavior[:, 1:],
         advantages=advantages[:, 1:],
-        weights=target_mask * weight,
+        weights=target_mask * weights[:, 1:],
+        routing=routing,
+        routing_mask=routing_mask,
     )
+
+
+def collate_routing(
+    samples: list[Sample], width: int
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The recorded experts at the positions of each sample's generated tokens
+    (None when no sample carries routing)."""
+    carrying = [s for s in samples if s.routed_experts]
+    if not carrying:
+        return None, None
+    layers, k = len(carrying[0].routed_experts[0]), len(carrying[0].routed_experts[0][0])
+    routing = torch.zeros((len(samples), width, layers, k), dtype=torch.long)
+    known = torch.zeros((len(samples), width), dtype=torch.bool)
+    for row, sample in enumerate(samples):
+        if not sample.routed_experts:
+            continue
+        positions = [i for i, m in enumerate(sample.loss_mask) if m]
+        if len(positions) != len(sample.routed_experts):
+            raise ValueError("routed experts must have one entry per generated token")
+        index = torch.tensor(positions)
+        routing[row, index] = torch.tensor(sample.routed_experts, dtype=torch.long)
+        known[row, index] = True
+    return routing, known

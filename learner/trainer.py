@@ -24,10 +24,13 @@ from core.shm import WeightSnapshot, write_snapshot
 from core.types import Batch
 from learner.algos import PolicyInputs, make_algorithm
 from learner.batching import MicroBatch, collect_samples, plan_micro_batches
+from learner.routing_replay import RoutingReplay
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp8": torch.float32}
+"""The dtype parameters are kept in; under fp8 the float8 casts happen inside
+the converted linear layers (learner/fp8.py) and master weights stay fp32."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,19 @@ def deepspeed_config(cfg: LearnerConfig, world_size: int) -> dict[str, Any]:
     return _deep_merge(config, cfg.deepspeed)
 
 
+def lr_factor(cfg: LearnerConfig, step: int) -> float:
+    """The LR multiplier at optimizer step `step`: linear warm-up, then constant
+    or cosine decay to `lr_min_ratio`."""
+    import math
+
+    warmup = max(1, cfg.lr_warmup_steps)
+    if step + 1 < warmup or cfg.lr_schedule == "constant":
+        return min(1.0, (step + 1) / warmup)
+    span = max(1, cfg.lr_decay_steps - warmup)
+    progress = min(1.0, (step + 1 - warmup) / span)
+    return cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 class Trainer:
     def __init__(
         self,
@@ -71,12 +87,16 @@ class Trainer:
         self.rank = rank or RankInfo()
         self.temperature = temperature
         self.algorithm = make_algorithm(algo)
+        self.model_path = model_path
         self.version = 0
+        self.fp8_plan: Any = None
         torch.set_num_threads(cfg.threads)
         torch.manual_seed(seed)
         self._init_distributed()
         self.engine = self._build_engine(model_path)
         self.pad_id = int(self.engine.module.config.pad_token_id or 0)
+        self.routing_replay = self._routing_replay()
+        self.reference = self._reference_model() if algo.kl_coef > 0 else None
 
     # -- training ---------------------------------------------------------------
 
@@ -87,7 +107,11 @@ class Trainer:
         if not samples:
             return {"learner/skipped_empty_batch": 1.0}
         plan = plan_micro_batches(
-            samples, self.cfg.micro_batch_tokens, self.rank.world_size, self.pad_id
+            samples,
+            self.cfg.micro_batch_tokens,
+            self.rank.world_size,
+            self.pad_id,
+            self.algorithm.loss_agg,
         )
         sums: dict[str, float] = {}
         self.engine.train()
@@ -113,6 +137,7 @@ class Trainer:
             micro = self._empty_micro_batch()
         logprobs, entropy = self._token_logprobs(micro)
         mask = micro.loss_mask.bool()
+        rows = torch.arange(mask.shape[0]).unsqueeze(1).expand_as(mask)
         result = self.algorithm.loss(
             PolicyInputs(
                 logprobs=logprobs[mask],
@@ -120,6 +145,8 @@ class Trainer:
                 advantages=micro.advantages[mask],
                 weights=micro.weights[mask],
                 entropy=entropy[mask],
+                sequence_ids=rows[mask],
+                reference_logprobs=None if self.reference is None else self._reference(micro)[mask],
             )
         )
         # Weights sum to 1 over the whole batch on all ranks, and DeepSpeed averages
@@ -135,9 +162,10 @@ class Trainer:
             sums[name] = sums.get(name, 0.0) + float(values.sum())
 
     def _token_logprobs(self, micro: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.engine(
-            input_ids=micro.input_ids, attention_mask=micro.attention_mask, use_cache=False
-        ).logits[:, :-1]
+        with self._replaying(micro):
+            logits = self.engine(
+                input_ids=micro.input_ids, attention_mask=micro.attention_mask, use_cache=False
+            ).logits[:, :-1]
         logits = logits.float() / self.temperature
         log_norm = torch.logsumexp(logits, dim=-1)
         logprobs = logits.gather(-1, micro.targets.unsqueeze(-1)).squeeze(-1) - log_norm
@@ -145,6 +173,27 @@ class Trainer:
             probs = torch.softmax(logits, dim=-1)
             entropy = log_norm - (probs * logits).sum(-1)
         return logprobs, entropy
+
+    @torch.no_grad()
+    def _reference(self, micro: MicroBatch) -> torch.Tensor:
+        logits = self.reference(
+            input_ids=micro.input_ids, attention_mask=micro.attention_mask, use_cache=False
+        ).logits[:, :-1]
+        logits = logits.float() / self.temperature
+        picked = logits.gather(-1, micro.targets.unsqueeze(-1)).squeeze(-1)
+        return picked - torch.logsumexp(logits, dim=-1)
+
+    def _replaying(self, micro: MicroBatch) -> Any:
+        """Routing replay for this forward when the model is MoE, replay is on and
+        the micro-batch carries the engine's routing; otherwise nothing."""
+        import contextlib
+
+        if self.routing_replay is None or micro.routing is None:
+            return contextlib.nullcontext()
+        rows, width, layers, k = micro.routing.shape
+        return self.routing_replay.replaying(
+            micro.routing.view(rows * width, layers, k), micro.routing_mask.view(-1)
+        )
 
     def _reduce(self, sums: dict[str, float]) -> dict[str, float]:
         ratio_max = sums.pop("ratio_max", 0.0)
@@ -165,6 +214,9 @@ class Trainer:
             "kl_behavior": "learner/kl_behavior",
             "abs_logprob_diff": "learner/mismatch_abs_logprob",
             "entropy": "learner/entropy",
+            "is_weight": "learner/is_weight_mean",
+            "is_masked": "learner/is_masked_frac",
+            "kl_reference": "learner/kl_reference",
         }
         for key, value in total.items():
             metrics[names.get(key, f"learner/{key}")] = value / tokens
@@ -202,6 +254,23 @@ class Trainer:
             if self.rank.rank == 0:
                 self.engine.module.save_pretrained(directory)
 
+    # -- checkpoints ------------------------------------------------------------------
+
+    def save_checkpoint(self, directory: str | Path, tag: str) -> None:
+        """DeepSpeed's checkpoint (weights, optimizer and LR-schedule state, per-rank
+        partitions) plus the version and this rank's RNG states; a collective."""
+        client_state = {"version": self.version, "rng": _rng_states()}
+        self.engine.save_checkpoint(str(directory), tag=tag, client_state=client_state)
+
+    def load_checkpoint(self, directory: str | Path, tag: str) -> int:
+        """Restore what `save_checkpoint` wrote; returns the restored version."""
+        path, client_state = self.engine.load_checkpoint(str(directory), tag=tag)
+        if path is None:
+            raise FileNotFoundError(f"no learner checkpoint {tag!r} under {directory}")
+        self.version = int(client_state["version"])
+        _restore_rng(client_state["rng"])
+        return self.version
+
     # -- set-up ---------------------------------------------------------------------
 
     def _init_distributed(self) -> None:
@@ -225,12 +294,15 @@ class Trainer:
         dtype = DTYPES[self.cfg.precision]
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
         model.config.use_cache = False
+        if self.cfg.precision == "fp8":
+            from learner.fp8 import convert_to_fp8
+
+            self.fp8_plan = convert_to_fp8(model)
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay
         )
-        warmup = max(1, self.cfg.lr_warmup_steps)
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / warmup)
+            optimizer, lambda step: lr_factor(self.cfg, step)
         )
         engine, *_ = deepspeed.initialize(
             model=model,
@@ -239,6 +311,24 @@ class Trainer:
             config=deepspeed_config(self.cfg, self.rank.world_size),
         )
         return engine
+
+    def _reference_model(self) -> torch.nn.Module:
+        """A frozen copy of the initial policy for the KL penalty (loaded whole on
+        every rank: fine for small policies, a memory cost for large ones)."""
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(
+            self.model_path, dtype=DTYPES[self.cfg.precision]
+        )
+        model.config.use_cache = False
+        model.requires_grad_(False)
+        return model.eval()
+
+    def _routing_replay(self) -> RoutingReplay | None:
+        if not self.cfg.routing_replay:
+            return None
+        replay = RoutingReplay(self.engine.module)
+        return replay if replay.num_layers else None
 
     def _full_parameters(self) -> Any:
         import contextlib
@@ -258,3 +348,28 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def _rng_states() -> dict[str, Any]:
+    import random
+
+    import numpy as np
+
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def _restore_rng(states: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

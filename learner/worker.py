@@ -60,5 +60,16 @@ class LearnerWorker:
     def save_pretrained(self, directory: str) -> None:
         self.trainer.save_pretrained(directory)
 
+    def save_checkpoint(self, directory: str, tag: str) -> None:
+        self.trainer.save_checkpoint(directory, tag)
+
+    def load_checkpoint(self, directory: str, tag: str) -> int:
+        return self.trainer.load_checkpoint(directory, tag)
+
+    def fp8_plan(self) -> dict[str, list[str]] | None:
+        """Which linear layers train in float8 and which stayed (precision=fp8)."""
+        plan = self.trainer.fp8_plan
+        return None if plan is None else {"converted": plan.converted, "kept": plan.kept}
+
     def health(self) -> dict[str, Any]:
         return {"rank": self.trainer.rank.rank, "version": self.trainer.version, "pid": os.getpid()}

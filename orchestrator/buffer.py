@@ -5,6 +5,7 @@ A group is admitted only if its oldest generated token is at most
 (AReaL-style bound). When full, the oldest group is evicted. Every group that
 leaves without being trained on is counted by reason. The learner's version
 comes from an injected provider, so the buffer is tested without a learner.
+Its state (groups and counts) is saved with every run checkpoint.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from core.types import Group
 
@@ -75,6 +77,14 @@ class ReplayBuffer:
         for staleness, n in sorted(counts.served_staleness.items()):
             stats[f"buffer/served_staleness_{staleness}"] = float(n)
         return stats
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the waiting groups and the counts."""
+        return {"groups": list(self._groups), "counts": self.counts}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._groups = deque(state["groups"])
+        self.counts = state["counts"]
 
     def _drop_stale(self) -> None:
         fresh = deque(g for g in self._groups if not self._too_stale(g))

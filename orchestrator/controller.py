@@ -17,7 +17,6 @@ versions wide, which makes the same loop generate, train, publish in turn.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,13 @@ from core.metrics import MetricsLogger
 from core.types import Batch, Group
 from core.waits import bounded
 from orchestrator.buffer import ReplayBuffer
+from orchestrator.checkpoint import (
+    LEARNER_TAG,
+    ControllerState,
+    mark_latest,
+    step_dir,
+    write_controller_state,
+)
 from orchestrator.resources import tree_memory_gib
 from orchestrator.summaries import batch_metrics, fleet_metrics
 from orchestrator.system import System
@@ -61,7 +67,14 @@ class RunState:
 class Producer:
     """Keeps groups in flight on the env pools and admits finished ones to the buffer."""
 
-    def __init__(self, system: System, buffer: ReplayBuffer, cfg: Config, state: RunState):
+    def __init__(
+        self,
+        system: System,
+        buffer: ReplayBuffer,
+        cfg: Config,
+        state: RunState,
+        resume: ControllerState | None = None,
+    ):
         self.pools = system.pools
         self.buffer = buffer
         self.cfg = cfg
@@ -71,9 +84,14 @@ class Producer:
         self.started = 0
         self.dropped = 0
         self.generated_tokens = 0
-        self._seeds = itertools.count(cfg.trainer.seed * 1_000_000)
-        self._in_flight: set[asyncio.Task] = set()
+        self.next_seed = resume.next_seed if resume else cfg.trainer.seed * 1_000_000
+        self._pending = list(resume.pending_seeds) if resume else []
+        self._in_flight: dict[asyncio.Task, int] = {}
         self._arrived = asyncio.Event()
+
+    def in_flight_seeds(self) -> list[int]:
+        """Task seeds of groups started and not yet admitted (a checkpoint keeps them)."""
+        return sorted(self._in_flight.values()) + list(self._pending)
 
     def _may_start(self) -> bool:
         steps = self.state.version - self.first_version
@@ -105,15 +123,18 @@ class Producer:
         return groups
 
     def _start_group(self) -> None:
-        seed = next(self._seeds)
+        if self._pending:
+            seed = self._pending.pop(0)
+        else:
+            seed, self.next_seed = self.next_seed, self.next_seed + 1
         pool = self.pools[self.started % len(self.pools)]
         spec = GroupSpec(group_id=f"g{seed}", task_seed=seed, size=self.cfg.env.group_size)
         task = asyncio.ensure_future(pool.run_group.remote(spec))
-        self._in_flight.add(task)
+        self._in_flight[task] = seed
         self.started += 1
 
     def _admit(self, task: asyncio.Task) -> None:
-        self._in_flight.discard(task)
+        self._in_flight.pop(task, None)
         group: Group = task.result()
         self.generated_tokens += sum(t.num_generated for t in group.trajectories)
         if not self.buffer.add(group):
@@ -126,18 +147,24 @@ class Producer:
 
 
 async def train(
-    system: System, cfg: Config, logger: MetricsLogger, progress: Any = None
+    system: System,
+    cfg: Config,
+    logger: MetricsLogger,
+    progress: Any = None,
+    resume: ControllerState | None = None,
 ) -> RunState:
-    state = RunState(version=system.version)
+    state = RunState(version=system.version, step=resume.next_step if resume else 0)
     buffer = ReplayBuffer(
         cfg.buffer.max_staleness, cfg.buffer.capacity_groups, lambda: state.version
     )
-    producer = Producer(system, buffer, cfg, state)
+    if resume:
+        buffer.restore(resume.buffer)
+    producer = Producer(system, buffer, cfg, state, resume)
     producing = asyncio.create_task(producer.run())
     publishing = Publishing(system, overlap=producer.staleness > 0)
     clock = StepClock()
     try:
-        for step in range(cfg.trainer.total_steps):
+        for step in range(state.step, cfg.trainer.total_steps):
             state.step = step
             groups = await _race(producer.next_batch(cfg.trainer.batch_timeout_s), producing)
             batch = Batch(groups, state.version)
@@ -151,6 +178,8 @@ async def train(
             metrics |= fleet_metrics(await system.worker_stats(), await system.pool_stats())
             metrics |= clock.tick(producer.generated_tokens)
             metrics["trainer/version"] = float(state.version)
+            if cfg.trainer.checkpoint_every and (step + 1) % cfg.trainer.checkpoint_every == 0:
+                metrics |= await checkpoint(system, cfg, state, producer, buffer)
             logger.log(step, metrics)
             state.history.append(metrics)
             if progress is not None:
@@ -161,6 +190,26 @@ async def train(
         producing.cancel()
         publishing.cancel()
     return state
+
+
+async def checkpoint(
+    system: System, cfg: Config, state: RunState, producer: Producer, buffer: ReplayBuffer
+) -> dict[str, float]:
+    """Save the learner and the controller's state after step `state.step`."""
+    started = time.perf_counter()
+    directory = step_dir(cfg.logger.run_dir, state.step + 1)
+    await system.learner.save_checkpoint(str(directory / "learner"), LEARNER_TAG)
+    controller = ControllerState(
+        next_step=state.step + 1,
+        version=state.version,
+        next_seed=producer.next_seed,
+        pending_seeds=producer.in_flight_seeds(),
+        buffer=buffer.state(),
+    )
+    write_controller_state(directory, controller)
+    mark_latest(cfg.logger.run_dir, directory)
+    log.info("checkpoint after step %d: %s", state.step, directory)
+    return {"checkpoint/s": time.perf_counter() - started}
 
 
 class Publishing:

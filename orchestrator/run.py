@@ -9,9 +9,10 @@ import logging
 import time
 from pathlib import Path
 
-from core.config import Config
+from core.config import Config, ConfigError
 from core.metrics import MetricsLogger
 from orchestrator.bootstrap import resolve_policy
+from orchestrator.checkpoint import LEARNER_TAG, ControllerState, latest, read_controller_state
 from orchestrator.controller import RunState, train
 from orchestrator.system import System
 
@@ -20,13 +21,15 @@ log = logging.getLogger(__name__)
 
 async def run(cfg: Config) -> RunState:
     started = time.perf_counter()
+    resume_from = resume_point(cfg)
     model_path = await asyncio.to_thread(resolve_policy, cfg.model)
     log.info("policy: %s", model_path)
     system = await System.start(cfg, model_path)
     logger = MetricsLogger(cfg.logger, dataclasses.asdict(cfg))
     progress = _progress_bar(cfg)
     try:
-        state = await train(system, cfg, logger, progress)
+        resume = await restore(system, resume_from) if resume_from else None
+        state = await train(system, cfg, logger, progress, resume)
         final = Path(cfg.logger.run_dir) / "final_model"
         await system.save_pretrained(str(final))
         log.info("final policy v%d saved to %s", state.version, final)
@@ -40,6 +43,30 @@ async def run(cfg: Config) -> RunState:
         "run finished in %.0fs; outputs in %s", time.perf_counter() - started, cfg.logger.run_dir
     )
     return state
+
+
+def resume_point(cfg: Config) -> Path | None:
+    if not cfg.trainer.resume:
+        return None
+    directory = latest(cfg.logger.run_dir)
+    if directory is None:
+        raise ConfigError(
+            f"trainer.resume=true but {cfg.logger.run_dir} has no checkpoint; pass the "
+            "stopped run's directory: hydra.run.dir=runs/<date>/<time>"
+        )
+    return directory
+
+
+async def restore(system: System, directory: Path) -> ControllerState:
+    """Load the learner's checkpoint, bring its weights to the rollout workers and
+    return the controller's saved state."""
+    version = await system.learner.load_checkpoint(str(directory / "learner"), LEARNER_TAG)
+    controller = read_controller_state(directory)
+    if controller.version != version:
+        raise RuntimeError(f"{directory}: learner v{version} but controller v{controller.version}")
+    await system.publish(await system.export_weights(version))
+    log.info("resumed from %s at step %d, version %d", directory, controller.next_step, version)
+    return controller
 
 
 def write_summary(state: RunState, run_dir: Path, wall_s: float) -> dict[str, float]:

@@ -73,6 +73,15 @@ class LearnerGroup:
     async def save_pretrained(self, directory: str) -> None:
         await self._all("save_pretrained", (directory,), "learner to save a checkpoint")
 
+    async def save_checkpoint(self, directory: str, tag: str) -> None:
+        await self._all("save_checkpoint", (directory, tag), f"learner checkpoint {tag}")
+
+    async def load_checkpoint(self, directory: str, tag: str) -> int:
+        results = await self._all(
+            "load_checkpoint", (directory, tag), f"learner to load checkpoint {tag}"
+        )
+        return results[0]
+
     def kill(self) -> None:
         import ray
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from core.config import AlgoConfig, ConfigError
 from learner.algos.base import Algorithm, PolicyInputs, PolicyLoss
+from learner.algos.dapo import DAPO
 from learner.algos.grpo import GRPO
+from learner.algos.gspo import GSPO
+from learner.algos.ppo import PPO
 
-ALGORITHMS: dict[str, type] = {"grpo": GRPO}
+ALGORITHMS: dict[str, type] = {"grpo": GRPO, "gspo": GSPO, "dapo": DAPO, "ppo": PPO}
 
 
 def make_algorithm(cfg: AlgoConfig) -> Algorithm:

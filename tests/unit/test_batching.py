@@ -37,3 +37,33 @@ def test_plan_respects_budget_and_weights_sum_to_one(world):
     assert sum(int(m.input_ids.shape[0]) for m in real) == 9
     assert sum(float(m.weights.sum()) for m in real) == pytest.approx(1.0)
     assert sum(m.num_tokens for m in real) == sum(t.num_generated for t in trajs)
+
+
+def test_routing_lands_on_the_generated_positions_of_samples_that_carry_it():
+    carrying = _traj(0, 3, 2, 1.0)
+    carrying.routed_experts = [[[1, 2]], [[3, 0]]]  # 2 generated tokens, 1 layer, top-2
+    plain = _traj(1, 4, 2, 0.0)
+    samples = collect_samples(
+        Batch([Group("g", "e", 0, [carrying, plain])], 0), make_algorithm(AlgoConfig())
+    )
+    (micro,) = plan_micro_batches(samples, token_budget=100, world_size=1, pad_id=0)
+    rows = {
+        len(s.tokens): row for row, s in enumerate(sorted(samples, key=lambda s: len(s.tokens)))
+    }
+    row = rows[5]
+    assert micro.routing.shape == (2, 6, 1, 2)
+    assert micro.routing_mask[row].tolist() == [False, False, False, True, True, False]
+    assert micro.routing[row, 3, 0].tolist() == [1, 2] and micro.routing[row, 4, 0].tolist() == [
+        3,
+        0,
+    ]
+    assert not micro.routing_mask[rows[6]].any()
+
+
+def test_no_routing_when_no_sample_carries_it():
+    samples = collect_samples(
+        Batch([Group("g", "e", 0, [_traj(0, 3, 2, 1.0), _traj(1, 3, 2, 0.0)])], 0),
+        make_algorithm(AlgoConfig()),
+    )
+    (micro,) = plan_micro_batches(samples, token_budget=100, world_size=1, pad_id=0)
+    assert micro.routing is None and micro.routing_mask is None

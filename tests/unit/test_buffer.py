@@ -61,3 +61,46 @@ def test_capacity_evicts_oldest():
         buf.add(_group(name, [0]))
     assert buf.counts.evicted == 1
     assert [g.group_id for g in buf.take(2)] == ["b", "c"]
+
+
+def test_state_survives_a_checkpoint_round_trip(tmp_path):
+    from orchestrator.checkpoint import (
+        ControllerState,
+        latest,
+        mark_latest,
+        read_controller_state,
+        step_dir,
+        write_controller_state,
+    )
+
+    clock = Clock()
+    buf = ReplayBuffer(max_staleness=1, capacity_groups=10, version=clock)
+    for name in "abc":
+        buf.add(_group(name, [0, 0]))
+    buf.take(1)
+    assert latest(tmp_path) is None
+    directory = step_dir(tmp_path, 7)
+    write_controller_state(directory, ControllerState(7, 3, 1234, [1230, 1232], buf.state()))
+    mark_latest(tmp_path, directory)
+
+    saved = read_controller_state(latest(tmp_path))
+    restored = ReplayBuffer(max_staleness=1, capacity_groups=10, version=clock)
+    restored.restore(saved.buffer)
+    assert (saved.next_step, saved.version, saved.next_seed) == (7, 3, 1234)
+    assert saved.pending_seeds == [1230, 1232]
+    assert restored.stats() == buf.stats()
+    assert [g.group_id for g in restored.take(2)] == ["b", "c"]
+
+
+def test_resume_without_a_checkpoint_says_what_to_pass(tmp_path):
+    import pytest
+
+    from core.config import Config, ConfigError
+    from orchestrator.run import resume_point
+
+    cfg = Config()
+    cfg.logger.run_dir = str(tmp_path)
+    assert resume_point(cfg) is None
+    cfg.trainer.resume = True
+    with pytest.raises(ConfigError, match="hydra.run.dir"):
+        resume_point(cfg)

@@ -17,8 +17,9 @@ from rollout.engine import Generation
 
 
 class ScriptedEngine:
-    def __init__(self, codec, env, versions):
+    def __init__(self, codec, env, versions, num_layers=0):
         self.codec, self.env, self.versions = codec, env, list(versions)
+        self.num_layers = num_layers
         self.requests: list[list[int]] = []
         self.replies: list[list[int]] = []
 
@@ -31,11 +32,15 @@ class ScriptedEngine:
         generation = Generation(
             ids, [-0.5] * len(ids), [version] * len(ids), "stop", len(prompt_ids)
         )
+        if self.num_layers:  # an MoE engine reporting top-2 routing per layer
+            generation.routed_experts = [
+                [[tok % 8, (tok + 1) % 8]] * self.num_layers for tok in ids
+            ]
         return Served(generation, "w0")
 
 
-def _run(codec, env, versions=(0, 1)):
-    engine = ScriptedEngine(codec, env, versions)
+def _run(codec, env, versions=(0, 1), num_layers=0):
+    engine = ScriptedEngine(codec, env, versions, num_layers)
     spec = EpisodeSpec("t0", "g0", "calc", task_seed=11, max_tokens_per_turn=64, max_model_len=1024)
     traj = asyncio.run(run_episode(env, codec, engine, spec))
     return traj, engine
@@ -90,3 +95,12 @@ def test_turn_cut_by_max_tokens_ends_the_episode_truncated(codec, calculator_env
     traj = asyncio.run(run_episode(calculator_env, codec, rambling, spec))
     assert traj.status == Status.TRUNCATED and traj.reward == 0.0
     assert traj.num_generated == 8
+
+
+def test_routed_experts_follow_the_generated_tokens(codec, calculator_env):
+    traj, engine = _run(codec, calculator_env, num_layers=2)
+    generated = [tok for tok, m in zip(traj.tokens, traj.loss_mask, strict=True) if m]
+    assert traj.routed_experts is not None and len(traj.routed_experts) == len(generated)
+    assert traj.routed_experts[0] == [[generated[0] % 8, (generated[0] + 1) % 8]] * 2
+    plain, _ = _run(codec, calculator_env)
+    assert plain.routed_experts is None

@@ -1,0 +1,71 @@
+"""Run checkpoints: everything a stopped run needs to continue where it was.
+
+    <run_dir>/checkpoints/step-<n>/learner/        DeepSpeed checkpoint of every rank
+                                                   (weights, optimizer, LR schedule,
+                                                   policy version, RNG states)
+    <run_dir>/checkpoints/step-<n>/controller.pkl  next step, version, task-seed position,
+                                                   seeds of groups still in flight,
+                                                   the replay buffer's groups and counts
+    <run_dir>/checkpoints/latest                   the newest complete checkpoint's name
+
+`latest` is written last (atomically), so a run killed while checkpointing
+resumes from the previous one. Groups in flight at a checkpoint are not lost:
+their seeds are saved and re-run first after a resume.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LATEST = "latest"
+LEARNER_TAG = "learner"
+
+
+@dataclass
+class ControllerState:
+    next_step: int
+    version: int
+    next_seed: int
+    pending_seeds: list[int] = field(default_factory=list)
+    """Seeds of groups started but not yet admitted: re-run first on resume."""
+    buffer: dict[str, Any] = field(default_factory=dict)
+
+
+def checkpoints_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def step_dir(run_dir: str | Path, step: int) -> Path:
+    return checkpoints_dir(run_dir) / f"step-{step}"
+
+
+def write_controller_state(directory: Path, state: ControllerState) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    _atomic_write(directory / "controller.pkl", pickle.dumps(state))
+
+
+def mark_latest(run_dir: str | Path, directory: Path) -> None:
+    _atomic_write(checkpoints_dir(run_dir) / LATEST, directory.name.encode())
+
+
+def latest(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of the run, or None."""
+    marker = checkpoints_dir(run_dir) / LATEST
+    if not marker.exists():
+        return None
+    return checkpoints_dir(run_dir) / marker.read_text().strip()
+
+
+def read_controller_state(directory: Path) -> ControllerState:
+    return pickle.loads((directory / "controller.pkl").read_bytes())  # noqa: S301 - our own file
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)

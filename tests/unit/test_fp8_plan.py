@@ -1,0 +1,62 @@
+"""Which modules the FP8 recipe converts, on tiny Qwen3 and Qwen3-MoE models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from learner.fp8 import convert_to_fp8, plan_fp8
+
+
+def _qwen3(moe: bool):
+    from transformers import Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    common = dict(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        tie_word_embeddings=True,
+    )
+    if moe:
+        config = Qwen3MoeConfig(
+            **common, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2
+        )
+        return Qwen3MoeForCausalLM(config)
+    return Qwen3ForCausalLM(Qwen3Config(**common))
+
+
+def test_dense_blocks_linears_convert_and_sensitive_layers_stay():
+    plan = plan_fp8(_qwen3(moe=False))
+    projections = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    assert sorted(plan.converted) == sorted(
+        f"model.layers.{i}.{part}.{p}"
+        for i in range(2)
+        for part, names in (("self_attn", projections[:4]), ("mlp", projections[4:]))
+        for p in names
+    )
+    kept = " ".join(plan.kept)
+    assert "lm_head" in kept and "embed_tokens" in kept and "model.norm (norm)" in kept
+
+
+def test_moe_router_and_fused_experts_stay():
+    plan = plan_fp8(_qwen3(moe=True))
+    assert "model.layers.0.mlp.gate (MoE router)" in plan.kept
+    assert any(k.startswith("model.layers.0.mlp.experts (fused experts") for k in plan.kept)
+    assert all("mlp" not in name for name in plan.converted)
+
+
+def test_converted_model_trains_and_keeps_its_state_dict_names():
+    pytest.importorskip("torchao")
+    model = _qwen3(moe=False)
+    names = set(model.state_dict())
+    plan = convert_to_fp8(model)
+    assert type(model.model.layers[0].self_attn.q_proj).__name__ == "Float8Linear"
+    assert type(model.lm_head).__name__ == "Linear" and len(plan.converted) == 14
+    assert set(model.state_dict()) == names  # exports and checkpoints are unchanged
+    logits = model(input_ids=torch.randint(0, 256, (2, 16))).logits
+    logits.logsumexp(-1).mean().backward()
+    assert model.model.layers[0].self_attn.q_proj.weight.grad is not None
