@@ -16,6 +16,7 @@ trains here; its speed-up needs a GPU with FP8 tensor cores.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -76,7 +77,13 @@ def convert_to_fp8(model: torch.nn.Module) -> Fp8Plan:
     log.warning(
         "fp8: %d linear layers train in float8 (%s); kept in high precision: %s",
         len(plan.converted),
-        ", ".join(plan.converted),
-        ", ".join(plan.kept) or "none",
+        ", ".join(compact(plan.converted)),
+        ", ".join(compact(plan.kept)) or "none",
     )
     return plan
+
+
+def compact(names: list[str]) -> list[str]:
+    """Module names with layer indices folded: model.layers.*.mlp.up_proj, in order."""
+    folded = (re.sub(r"\.layers\.\d+\.", ".layers.*.", name) for name in names)
+    return list(dict.fromkeys(folded))

@@ -60,3 +60,21 @@ def test_converted_model_trains_and_keeps_its_state_dict_names():
     logits = model(input_ids=torch.randint(0, 256, (2, 16))).logits
     logits.logsumexp(-1).mean().backward()
     assert model.model.layers[0].self_attn.q_proj.weight.grad is not None
+
+
+def test_start_up_listing_folds_layer_indices():
+    from learner.fp8 import compact
+
+    plan = plan_fp8(_qwen3(moe=False))
+    assert compact(plan.converted) == [
+        f"model.layers.*.{p}"
+        for p in (
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+        )
+    ]
