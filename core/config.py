@@ -188,6 +188,10 @@ class BufferConfig:
     max_staleness: int = 1
     """Policy versions a trajectory's oldest token may lag the learner when trained on."""
     capacity_groups: int = 256
+    replay_ratio: int = 1
+    """How many times a group may be trained on (each time within max_staleness)."""
+    drop_zero_variance: bool = False
+    """DAPO dynamic sampling: filter groups whose rewards are all equal (no signal)."""
 
 
 @dataclass
@@ -226,6 +230,17 @@ class TrainerConfig:
 
 
 @dataclass
+class SupervisorConfig:
+    enabled: bool = True
+    interval_s: float = 5.0
+    """How often every rollout worker's health is checked."""
+    health_timeout_s: float = 30.0
+    """A worker that does not answer within this is treated as dead (hung)."""
+    max_restarts: int = 3
+    """Replacements of one worker (or env pool) before its circuit breaker opens."""
+
+
+@dataclass
 class RayConfig:
     address: str | None = None
     """None starts a local Ray; `auto` or an address joins a cluster."""
@@ -244,6 +259,7 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
 
 
 class ConfigError(ValueError):
@@ -278,6 +294,7 @@ def validate(cfg: Config) -> None:
         (cfg.algo.is_cap > 1.0, "algo.is_cap must be > 1"),
         (cfg.algo.kl_coef >= 0.0, "algo.kl_coef must be >= 0"),
         (cfg.trainer.checkpoint_every >= 0, "trainer.checkpoint_every must be >= 0"),
+        (cfg.buffer.replay_ratio >= 1, "buffer.replay_ratio must be >= 1"),
         (
             cfg.learner.lr_schedule in ("constant", "cosine"),
             "learner.lr_schedule must be constant or cosine",

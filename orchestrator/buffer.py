@@ -2,10 +2,15 @@
 
 A group is admitted only if its oldest generated token is at most
 `max_staleness` versions behind the learner, and checked again when served
-(AReaL-style bound). When full, the oldest group is evicted. Every group that
-leaves without being trained on is counted by reason. The learner's version
+(AReaL-style bound). With `drop_zero_variance` (DAPO's dynamic sampling) a
+group whose rewards are all equal is filtered at admission: it carries no
+GRPO signal. With `replay_ratio` k a served group goes back in line until it
+has been served k times, still within the staleness bound. When full, the
+oldest group is evicted. Every group that leaves is reported with its reason
+to `on_leave` (the run's ledger): filtered, dropped_stale, evicted, or
+retired (served before, then too stale or evicted). The learner's version
 comes from an injected provider, so the buffer is tested without a learner.
-Its state (groups and counts) is saved with every run checkpoint.
+Its state (groups, serve counts and counts) is saved with every run checkpoint.
 """
 
 from __future__ import annotations
@@ -24,36 +29,56 @@ class BufferCounts:
     served: int = 0
     dropped_stale: int = 0
     evicted: int = 0
+    filtered: int = 0
+    retired: int = 0
     served_staleness: Counter = field(default_factory=Counter)
 
 
+LeaveFn = Callable[[Group, str], None]
+
+
 class ReplayBuffer:
-    def __init__(self, max_staleness: int, capacity_groups: int, version: Callable[[], int]):
-        if capacity_groups < 1:
-            raise ValueError("capacity_groups must be >= 1")
+    def __init__(
+        self,
+        max_staleness: int,
+        capacity_groups: int,
+        version: Callable[[], int],
+        replay_ratio: int = 1,
+        drop_zero_variance: bool = False,
+        on_leave: LeaveFn | None = None,
+    ):
+        if capacity_groups < 1 or replay_ratio < 1:
+            raise ValueError("capacity_groups and replay_ratio must be >= 1")
         self.max_staleness = max_staleness
         self.capacity = capacity_groups
+        self.replay_ratio = replay_ratio
+        self.drop_zero_variance = drop_zero_variance
         self._version = version
+        self._on_leave = on_leave or (lambda group, reason: None)
         self._groups: deque[Group] = deque()
+        self._times_served: dict[str, int] = {}
         self.counts = BufferCounts()
 
     def __len__(self) -> int:
         return len(self._groups)
 
     def add(self, group: Group) -> bool:
-        """Admit a complete group; False if it is already too stale."""
+        """Admit a complete group; False if it is too stale or filtered."""
         if self._too_stale(group):
-            self.counts.dropped_stale += 1
+            self._leave(group, "dropped_stale")
+            return False
+        if self.drop_zero_variance and len(set(group.rewards)) <= 1:
+            self._leave(group, "filtered")
             return False
         if len(self._groups) >= self.capacity:
-            self._groups.popleft()
-            self.counts.evicted += 1
+            self._leave(self._groups.popleft(), "evicted")
         self._groups.append(group)
         self.counts.admitted += 1
         return True
 
     def take(self, num_groups: int) -> list[Group] | None:
-        """The `num_groups` oldest fresh-enough groups, or None if there are fewer."""
+        """The `num_groups` oldest fresh-enough groups, or None if there are fewer.
+        A group served fewer than `replay_ratio` times goes back in line."""
         self._drop_stale()
         if len(self._groups) < num_groups:
             return None
@@ -61,6 +86,12 @@ class ReplayBuffer:
         version = self._version()
         for group in served:
             self.counts.served_staleness[group.staleness(version)] += 1
+            times = self._times_served.get(group.group_id, 0) + 1
+            if times < self.replay_ratio:
+                self._times_served[group.group_id] = times
+                self._groups.append(group)
+            else:
+                self._times_served.pop(group.group_id, None)
         self.counts.served += len(served)
         return served
 
@@ -73,23 +104,41 @@ class ReplayBuffer:
             "buffer/served": float(counts.served),
             "buffer/dropped_stale": float(counts.dropped_stale),
             "buffer/evicted": float(counts.evicted),
+            "buffer/filtered": float(counts.filtered),
+            "buffer/retired": float(counts.retired),
         }
         for staleness, n in sorted(counts.served_staleness.items()):
             stats[f"buffer/served_staleness_{staleness}"] = float(n)
         return stats
 
     def state(self) -> dict[str, Any]:
-        """What a checkpoint keeps: the waiting groups and the counts."""
-        return {"groups": list(self._groups), "counts": self.counts}
+        """What a checkpoint keeps: the waiting groups, serve counts and counts."""
+        return {
+            "groups": list(self._groups),
+            "times_served": dict(self._times_served),
+            "counts": self.counts,
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         self._groups = deque(state["groups"])
+        self._times_served = dict(state.get("times_served", {}))
         self.counts = state["counts"]
 
     def _drop_stale(self) -> None:
-        fresh = deque(g for g in self._groups if not self._too_stale(g))
-        self.counts.dropped_stale += len(self._groups) - len(fresh)
+        fresh: deque[Group] = deque()
+        for group in self._groups:
+            if self._too_stale(group):
+                self._leave(group, "dropped_stale")
+            else:
+                fresh.append(group)
         self._groups = fresh
+
+    def _leave(self, group: Group, reason: str) -> None:
+        """A group leaves the buffer for good; one that was served is `retired`."""
+        if self._times_served.pop(group.group_id, 0) and reason != "filtered":
+            reason = "retired"
+        setattr(self.counts, reason, getattr(self.counts, reason) + 1)
+        self._on_leave(group, reason)
 
     def _too_stale(self, group: Group) -> bool:
         return group.staleness(self._version()) > self.max_staleness

@@ -5,7 +5,7 @@
                                                    policy version, RNG states)
     <run_dir>/checkpoints/step-<n>/controller.pkl  next step, version, task-seed position,
                                                    seeds of groups still in flight,
-                                                   the replay buffer's groups and counts
+                                                   the replay buffer and the ledger
     <run_dir>/checkpoints/latest                   the newest complete checkpoint's name
 
 `latest` is written last (atomically), so a run killed while checkpointing
@@ -33,6 +33,7 @@ class ControllerState:
     pending_seeds: list[int] = field(default_factory=list)
     """Seeds of groups started but not yet admitted: re-run first on resume."""
     buffer: dict[str, Any] = field(default_factory=dict)
+    ledger: dict[str, Any] = field(default_factory=dict)
 
 
 def checkpoints_dir(run_dir: str | Path) -> Path:

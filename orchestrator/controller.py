@@ -1,6 +1,6 @@
 """The controller: the training loop, asynchronous by default.
 
-    start producing groups (bounded by the staleness gate)
+    start producing groups (bounded by the staleness gate), and supervising workers
     for each step:
         take a batch of fresh complete groups from the buffer
         train one step on it
@@ -28,14 +28,15 @@ from core.types import Batch, Group
 from core.waits import bounded
 from orchestrator.buffer import ReplayBuffer
 from orchestrator.checkpoint import (
-    LEARNER_TAG,
     ControllerState,
     mark_latest,
     step_dir,
     write_controller_state,
 )
+from orchestrator.ledger import Ledger
 from orchestrator.resources import tree_memory_gib
 from orchestrator.summaries import batch_metrics, fleet_metrics
+from orchestrator.supervisor import Supervisor
 from orchestrator.system import System
 from rollout.envpool import GroupSpec
 
@@ -73,10 +74,12 @@ class Producer:
         buffer: ReplayBuffer,
         cfg: Config,
         state: RunState,
+        ledger: Ledger,
         resume: ControllerState | None = None,
     ):
         self.pools = system.pools
         self.buffer = buffer
+        self.ledger = ledger
         self.cfg = cfg
         self.state = state
         self.staleness = 0 if cfg.trainer.mode == "sync" else cfg.buffer.max_staleness
@@ -86,12 +89,15 @@ class Producer:
         self.generated_tokens = 0
         self.next_seed = resume.next_seed if resume else cfg.trainer.seed * 1_000_000
         self._pending = list(resume.pending_seeds) if resume else []
-        self._in_flight: dict[asyncio.Task, int] = {}
+        self._in_flight: dict[asyncio.Task, tuple[int, int, Any]] = {}
+        """Each running group call: its task seed, its env pool's slot and handle."""
         self._arrived = asyncio.Event()
+        self.system = system
+        self.pool_restarts = 0
 
     def in_flight_seeds(self) -> list[int]:
         """Task seeds of groups started and not yet admitted (a checkpoint keeps them)."""
-        return sorted(self._in_flight.values()) + list(self._pending)
+        return sorted(seed for seed, _, _ in self._in_flight.values()) + list(self._pending)
 
     def _may_start(self) -> bool:
         steps = self.state.version - self.first_version
@@ -107,7 +113,7 @@ class Producer:
                     self._in_flight, timeout=0.2, return_when="FIRST_COMPLETED"
                 )
                 for task in done:
-                    self._admit(task)
+                    await self._admit(task)
             else:
                 await asyncio.sleep(0.05)
 
@@ -127,19 +133,45 @@ class Producer:
             seed = self._pending.pop(0)
         else:
             seed, self.next_seed = self.next_seed, self.next_seed + 1
-        pool = self.pools[self.started % len(self.pools)]
+        index = self.started % len(self.pools)
+        pool = self.pools[index]
         spec = GroupSpec(group_id=f"g{seed}", task_seed=seed, size=self.cfg.env.group_size)
         task = asyncio.ensure_future(pool.run_group.remote(spec))
-        self._in_flight[task] = seed
+        self._in_flight[task] = (seed, index, pool)
+        self.ledger.started(spec.group_id, spec.size)
         self.started += 1
 
-    def _admit(self, task: asyncio.Task) -> None:
-        self._in_flight.pop(task, None)
-        group: Group = task.result()
+    async def _admit(self, task: asyncio.Task) -> None:
+        import ray
+
+        seed, index, pool = self._in_flight.pop(task)
+        try:
+            group: Group = task.result()
+        except ray.exceptions.RayActorError as exc:
+            await self._pool_lost(index, pool, seed, exc)
+            return
         self.generated_tokens += sum(t.num_generated for t in group.trajectories)
-        if not self.buffer.add(group):
+        self.ledger.arrived(group)
+        if self.buffer.add(group):
+            self.ledger.buffered(group)
+        else:
             self.dropped += 1
         self._arrived.set()
+
+    async def _pool_lost(self, index: int, pool: Any, seed: int, exc: Exception) -> None:
+        """An env pool died with the group: re-run the group, replace the pool once."""
+        self._pending.append(seed)
+        self.started -= 1
+        if self.pools[index] is not pool:
+            return  # already replaced when an earlier group of it was lost
+        self.pool_restarts += 1
+        if self.pool_restarts > self.cfg.supervisor.max_restarts * len(self.pools):
+            raise RuntimeError(
+                f"env pools died {self.pool_restarts} times (last: {exc}); stopping: "
+                "the environment keeps killing its pool"
+            )
+        log.warning("env pool %d lost (%s); replacing it and re-running g%d", index, exc, seed)
+        await self.system.replace_pool(index)
 
     def stop(self) -> None:
         for task in self._in_flight:
@@ -154,13 +186,22 @@ async def train(
     resume: ControllerState | None = None,
 ) -> RunState:
     state = RunState(version=system.version, step=resume.next_step if resume else 0)
+    ledger = Ledger(cfg.buffer.replay_ratio)
     buffer = ReplayBuffer(
-        cfg.buffer.max_staleness, cfg.buffer.capacity_groups, lambda: state.version
+        cfg.buffer.max_staleness,
+        cfg.buffer.capacity_groups,
+        lambda: state.version,
+        cfg.buffer.replay_ratio,
+        cfg.buffer.drop_zero_variance,
+        on_leave=ledger.left,
     )
     if resume:
         buffer.restore(resume.buffer)
-    producer = Producer(system, buffer, cfg, state, resume)
+        ledger.restore(resume.ledger)
+    producer = Producer(system, buffer, cfg, state, ledger, resume)
     producing = asyncio.create_task(producer.run())
+    supervisor = Supervisor(system, cfg.supervisor)
+    supervising = asyncio.create_task(supervisor.run()) if cfg.supervisor.enabled else None
     publishing = Publishing(system, overlap=producer.staleness > 0)
     clock = StepClock()
     try:
@@ -169,12 +210,15 @@ async def train(
             groups = await _race(producer.next_batch(cfg.trainer.batch_timeout_s), producing)
             batch = Batch(groups, state.version)
             metrics = await system.train_step(batch)
+            ledger.trained(groups)
             state.trained.extend(_records(batch))
             metrics |= await publishing.wait()  # the previous version is everywhere
             metrics |= await publishing.start(state.version + 1)
             state.version += 1
             metrics |= batch_metrics(groups, batch.learner_version)
-            metrics |= buffer.stats()
+            metrics |= buffer.stats() | ledger.stats() | supervisor.stats()
+            metrics["fault/pool_restarts"] = float(producer.pool_restarts)
+            metrics["fault/learner_restarts"] = float(system.learner_restarts)
             metrics |= fleet_metrics(await system.worker_stats(), await system.pool_stats())
             metrics |= clock.tick(producer.generated_tokens)
             metrics["trainer/version"] = float(state.version)
@@ -185,10 +229,14 @@ async def train(
             if progress is not None:
                 progress(step, metrics)
         await publishing.wait()
+        if supervising is not None:
+            await supervisor.stop(supervising, cfg.rollout.startup_timeout_s)
     finally:
         producer.stop()
         producing.cancel()
         publishing.cancel()
+        if supervising is not None:
+            supervising.cancel()
     return state
 
 
@@ -198,13 +246,14 @@ async def checkpoint(
     """Save the learner and the controller's state after step `state.step`."""
     started = time.perf_counter()
     directory = step_dir(cfg.logger.run_dir, state.step + 1)
-    await system.learner.save_checkpoint(str(directory / "learner"), LEARNER_TAG)
+    await system.save_checkpoint(directory)
     controller = ControllerState(
         next_step=state.step + 1,
         version=state.version,
         next_seed=producer.next_seed,
         pending_seeds=producer.in_flight_seeds(),
         buffer=buffer.state(),
+        ledger=producer.ledger.state(),
     )
     write_controller_state(directory, controller)
     mark_latest(cfg.logger.run_dir, directory)

@@ -61,6 +61,11 @@ class Publisher:
             "fault/dead_workers": float(len(self.dead)),
         }
 
+    def revive(self, worker_id: str, handle: Any) -> None:
+        """A replacement actor serves `worker_id` from now on."""
+        self.workers[worker_id] = handle
+        self.dead.discard(worker_id)
+
     async def _rolling_update(
         self, worker_id: str, snapshot: WeightSnapshot
     ) -> dict[str, float] | None:

@@ -60,12 +60,17 @@ def resume_point(cfg: Config) -> Path | None:
 async def restore(system: System, directory: Path) -> ControllerState:
     """Load the learner's checkpoint, bring its weights to the rollout workers and
     return the controller's saved state."""
-    version = await system.learner.load_checkpoint(str(directory / "learner"), LEARNER_TAG)
+    await system.learner.load_checkpoint(str(directory / "learner"), LEARNER_TAG)
     controller = read_controller_state(directory)
-    if controller.version != version:
-        raise RuntimeError(f"{directory}: learner v{version} but controller v{controller.version}")
-    await system.publish(await system.export_weights(version))
-    log.info("resumed from %s at step %d, version %d", directory, controller.next_step, version)
+    # The controller numbers versions (the learner's own step count can differ
+    # after a learner restore); publish the restored weights under its number.
+    await system.publish(await system.export_weights(controller.version))
+    log.info(
+        "resumed from %s at step %d, version %d",
+        directory,
+        controller.next_step,
+        controller.version,
+    )
     return controller
 
 

@@ -9,6 +9,7 @@ bounded by a timeout that names what it waited for.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import shutil
@@ -22,6 +23,7 @@ from core.config import Config
 from core.shm import DEFAULT_ROOT, WeightSnapshot, remove_snapshot
 from core.types import Batch
 from core.waits import bounded
+from orchestrator.checkpoint import LEARNER_TAG, latest
 from orchestrator.publisher import Publisher
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,10 @@ class System:
     published: list[WeightSnapshot] = field(default_factory=list)
     version: int = 0
     """The last weight version published to the rollout workers."""
+    learner_restarts: int = 0
+    weights_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while a version is published or a replacement worker is loaded, so a
+    replacement never misses a version."""
 
     @classmethod
     async def start(cls, cfg: Config, model_path: str) -> System:
@@ -126,10 +132,10 @@ class System:
         return cls(cfg, model_path, learner, workers, pools, weights_dir, publisher)
 
     async def train_step(self, batch: Batch) -> dict[str, float]:
-        return await self.learner.train_step(batch)
+        return await self._on_learner("train_step", batch)
 
     async def export_weights(self, version: int) -> WeightSnapshot:
-        return await self.learner.export_weights(self.weights_dir, version)
+        return await self._on_learner("export_weights", self.weights_dir, version)
 
     @property
     def live_workers(self) -> dict[str, Any]:
@@ -138,28 +144,72 @@ class System:
     async def publish(self, snapshot: WeightSnapshot) -> dict[str, float]:
         """Load `snapshot` into every live rollout worker (per the lock policy) and
         free the snapshot before it."""
-        metrics = await self.publisher.publish(snapshot)
-        self.version = snapshot.version
-        self.published.append(snapshot)
-        while len(self.published) > 1:
-            remove_snapshot(self.published.pop(0))
+        async with self.weights_lock:
+            metrics = await self.publisher.publish(snapshot)
+            self.version = snapshot.version
+            self.published.append(snapshot)
+            while len(self.published) > 1:
+                remove_snapshot(self.published.pop(0))
         return metrics
 
+    async def replace_worker(self, worker_id: str) -> None:
+        """Start a new rollout worker under `worker_id`, load the current weights
+        and hand it to the publisher and every env pool."""
+        import ray
+
+        index = list(self.workers).index(worker_id)
+        try:
+            ray.kill(self.workers[worker_id])
+        except Exception:  # noqa: BLE001 - it is being replaced because it is gone
+            pass
+        handle = _create_worker(self.cfg, self.model_path, index)
+        await bounded(
+            handle.start.remote(), self.cfg.rollout.startup_timeout_s, f"{worker_id} to restart"
+        )
+        async with self.weights_lock:
+            if self.published:
+                await bounded(
+                    handle.update_weights.remote(self.published[-1], "turn"),
+                    self.cfg.rollout.sync_timeout_s,
+                    f"restarted {worker_id} to load v{self.version}",
+                )
+            self.workers[worker_id] = handle
+            self.publisher.revive(worker_id, handle)
+            await bounded(
+                asyncio.gather(*[p.replace_worker.remote(worker_id, handle) for p in self.pools]),
+                30.0,
+                f"env pools to take back {worker_id}",
+            )
+
+    async def replace_pool(self, index: int) -> None:
+        """A new env pool in slot `index` (its groups are re-run by the producer)."""
+        import ray
+
+        try:
+            ray.kill(self.pools[index])
+        except Exception:  # noqa: BLE001 - it is being replaced because it is gone
+            pass
+        self.pools[index] = _create_pool(self.cfg, self.model_path, self.workers, index)
+
     async def worker_stats(self) -> dict[str, dict[str, Any]]:
-        """Engine stats of each live rollout worker."""
+        """Engine stats of each rollout worker that answers (a lost one is the
+        supervisor's business, not a reason to stop logging)."""
         live = self.live_workers
         results = await bounded(
-            asyncio.gather(*[w.stats.remote() for w in live.values()]),
+            asyncio.gather(*[w.stats.remote() for w in live.values()], return_exceptions=True),
             30.0,
             "rollout worker stats",
         )
-        return dict(zip(live, results, strict=True))
+        return {w: r for w, r in zip(live, results, strict=True) if not isinstance(r, Exception)}
 
     async def pool_stats(self) -> list[dict[str, Any]]:
-        """Each env pool's episode counts and its router's per-worker load."""
-        return await bounded(
-            asyncio.gather(*[p.stats.remote() for p in self.pools]), 30.0, "env pool stats"
+        """Each answering env pool's episode counts and its router's per-worker load."""
+        results = await bounded(
+            asyncio.gather(*[p.stats.remote() for p in self.pools], return_exceptions=True),
+            30.0,
+            "env pool stats",
         )
+        return [r for r in results if not isinstance(r, Exception)]
 
     async def prompt_logprobs(self, ids: list[int]) -> dict[str, list[float]]:
         """Each live rollout worker's logprobs of `ids` (to check weights arrived)."""
@@ -175,7 +225,41 @@ class System:
         return await self.learner.logprobs(ids)
 
     async def save_pretrained(self, directory: str) -> None:
-        await self.learner.save_pretrained(directory)
+        await self._on_learner("save_pretrained", directory)
+
+    async def save_checkpoint(self, directory: Path) -> None:
+        await self._on_learner("save_checkpoint", str(directory / "learner"), LEARNER_TAG)
+
+    async def restart_learner(self) -> None:
+        """New learner ranks, restored from the run's newest checkpoint (or the
+        initial policy when there is none). Versions keep counting: what the
+        restored learner publishes next is a new version."""
+        self.learner.kill()
+        self.learner = await LearnerGroup.start(self.cfg, self.model_path)
+        self.learner_restarts += 1
+        checkpoint = latest(self.cfg.logger.run_dir)
+        if checkpoint is None:
+            log.error("learner restarted from the initial policy: no checkpoint yet")
+            return
+        await self.learner.load_checkpoint(str(checkpoint / "learner"), LEARNER_TAG)
+        log.warning("learner restored from %s", checkpoint)
+
+    async def _on_learner(self, method: str, *args: Any) -> Any:
+        """Call the learner group; when a rank has died, restore it and retry
+        (up to supervisor.max_restarts times, then stop with a clear error)."""
+        import ray
+
+        for attempt in itertools.count():
+            try:
+                return await getattr(self.learner, method)(*args)
+            except ray.exceptions.RayActorError as exc:
+                if attempt >= self.cfg.supervisor.max_restarts:
+                    raise RuntimeError(
+                        f"the learner died {attempt + 1} times (last: {exc}); stopping"
+                    ) from exc
+                log.error("learner rank lost during %s (%s); restoring the learner", method, exc)
+                await self.restart_learner()
+        raise AssertionError("unreachable")
 
     async def shutdown(self) -> None:
         import ray
@@ -233,25 +317,28 @@ def _create_learners(cfg: Config, model_path: str) -> list[Any]:
 
 
 def _create_workers(cfg: Config, model_path: str) -> dict[str, Any]:
+    return {
+        f"rollout-{i}": _create_worker(cfg, model_path, i) for i in range(cfg.rollout.num_workers)
+    }
+
+
+def _create_worker(cfg: Config, model_path: str, index: int) -> Any:
     import ray
 
     from rollout.worker import RolloutWorker
 
-    actor = ray.remote(RolloutWorker)
-    workers = {}
-    for index in range(cfg.rollout.num_workers):
-        worker_id = f"rollout-{index}"
-        workers[worker_id] = actor.options(
-            num_cpus=cfg.rollout.num_cpus, max_concurrency=100_000
-        ).remote(
-            worker_id,
+    return (
+        ray.remote(RolloutWorker)
+        .options(num_cpus=cfg.rollout.num_cpus, max_concurrency=100_000)
+        .remote(
+            f"rollout-{index}",
             model_path,
             cfg.rollout,
             cfg.model.dtype,
             cfg.trainer.seed + index,
             _core_for(index) if cfg.rollout.bind_cores else None,
         )
-    return workers
+    )
 
 
 def _core_for(worker_index: int) -> int | None:
@@ -264,17 +351,19 @@ def _core_for(worker_index: int) -> int | None:
 
 
 def _create_pools(cfg: Config, model_path: str, workers: dict[str, Any]) -> list[Any]:
+    return [_create_pool(cfg, model_path, workers, i) for i in range(cfg.env.num_pools)]
+
+
+def _create_pool(cfg: Config, model_path: str, workers: dict[str, Any], index: int) -> Any:
     import ray
 
     from rollout.envpool import EnvPool
 
-    actor = ray.remote(EnvPool)
-    return [
-        actor.options(num_cpus=0, max_concurrency=100_000).remote(
-            f"pool-{index}", workers, model_path, cfg.env, cfg.rollout
-        )
-        for index in range(cfg.env.num_pools)
-    ]
+    return (
+        ray.remote(EnvPool)
+        .options(num_cpus=0, max_concurrency=100_000)
+        .remote(f"pool-{index}", workers, model_path, cfg.env, cfg.rollout)
+    )
 
 
 def _free_port() -> int:

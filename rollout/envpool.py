@@ -96,6 +96,12 @@ class EnvPool:
     def mark_dead(self, worker_id: str) -> None:
         self.router.mark_dead(worker_id)
 
+    def replace_worker(self, worker_id: str, handle: Any) -> None:
+        """A new actor serves `worker_id`; sessions that were on the old one are
+        placed afresh and recorded lock-broken (their versions may now mix)."""
+        self.workers[worker_id] = handle
+        self._lock_broken.update(self.router.add_worker(worker_id))
+
     async def _episode(self, spec: GroupSpec, index: int) -> Trajectory:
         trajectory_id = f"{spec.group_id}/{index}"
         env = (

@@ -84,10 +84,17 @@ class Router:
     def set_draining(self, worker_id: str, draining: bool) -> None:
         self.loads[worker_id].draining = draining
 
-    def add_worker(self, worker_id: str) -> None:
+    def add_worker(self, worker_id: str) -> list[str]:
+        """Add a worker, or bring back a replaced one under the same id; returns
+        the sessions that were on the lost one (their next turns start afresh)."""
         if worker_id not in self.loads:
             self.worker_ids.append(worker_id)
-        self.loads[worker_id] = WorkerLoad()
+        placed = self.loads[worker_id].placed_tokens if worker_id in self.loads else 0
+        self.loads[worker_id] = WorkerLoad(placed_tokens=placed)
+        orphans = self.sessions_on(worker_id)
+        for session in orphans:
+            self.sessions.pop(session)
+        return orphans
 
     def sessions_on(self, worker_id: str) -> list[str]:
         """The live sessions placed on `worker_id` (what a drain waits for)."""

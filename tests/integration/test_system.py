@@ -55,6 +55,10 @@ def test_async_training_versions_staleness_and_weight_arrival(
         assert 0 <= record.min_version <= record.max_version <= record.learner_version
         assert record.learner_version - record.min_version <= cfg.buffer.max_staleness
     assert [round(h["trainer/version"]) for h in state.history] == [first + 1 + i for i in range(4)]
+    last = state.history[-1]
+    assert last["ledger/balanced"] == 1.0
+    assert last["ledger/trained"] == len(state.trained)  # replay_ratio 1: each once
+    assert last["ledger/produced"] >= last["ledger/trained"] + last["ledger/in_flight"]
 
     after_learner = event_loop_runner(system.learner_logprobs(probe_ids))
     after_engines = event_loop_runner(system.prompt_logprobs(probe_ids))

@@ -104,3 +104,41 @@ def test_resume_without_a_checkpoint_says_what_to_pass(tmp_path):
     cfg.trainer.resume = True
     with pytest.raises(ConfigError, match="hydra.run.dir"):
         resume_point(cfg)
+
+
+def test_replay_ratio_serves_a_group_up_to_k_times_within_staleness():
+    clock = Clock()
+    left = []
+    buf = ReplayBuffer(
+        max_staleness=1,
+        capacity_groups=10,
+        version=clock,
+        replay_ratio=2,
+        on_leave=lambda g, reason: left.append((g.group_id, reason)),
+    )
+    buf.add(_group("a", [0, 0]))
+    assert [g.group_id for g in buf.take(1)] == ["a"]
+    assert [g.group_id for g in buf.take(1)] == ["a"]  # second and last time
+    assert buf.take(1) is None
+    buf.add(_group("b", [0, 0]))
+    buf.take(1)
+    clock.version = 2  # 'b' served once, now too stale for its replay
+    assert buf.take(1) is None
+    assert left == [("b", "retired")] and buf.counts.retired == 1
+    assert buf.counts.dropped_stale == 0
+
+
+def test_dynamic_sampling_filters_zero_variance_groups():
+    left = []
+    buf = ReplayBuffer(
+        max_staleness=1,
+        capacity_groups=10,
+        version=Clock(),
+        drop_zero_variance=True,
+        on_leave=lambda g, reason: left.append((g.group_id, reason)),
+    )
+    assert not buf.add(_group("same", [0, 0], reward=1.0))
+    mixed = _group("mixed", [0, 0])
+    mixed.trajectories[0].reward = 0.0
+    assert buf.add(mixed)
+    assert left == [("same", "filtered")] and buf.stats()["buffer/filtered"] == 1
