@@ -230,6 +230,21 @@ class TrainerConfig:
 
 
 @dataclass
+class BalancerConfig:
+    enabled: bool = True
+    max_in_flight: int = 64
+    """Most groups in flight (the staleness gate may allow fewer)."""
+    target_batches: float = 2.0
+    """Above this many batches waiting in the buffer, rollouts run ahead: decrease."""
+    starve_s: float = 0.5
+    """A learner that waited longer than this for its batch is starved: increase."""
+    max_queue_depth: float = 256.0
+    """Per-worker requests beyond which engines are saturated: no increase."""
+    increase: float = 1.0
+    decrease: float = 0.5
+
+
+@dataclass
 class SupervisorConfig:
     enabled: bool = True
     interval_s: float = 5.0
@@ -260,6 +275,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    balancer: BalancerConfig = field(default_factory=BalancerConfig)
 
 
 class ConfigError(ValueError):
@@ -295,6 +311,7 @@ def validate(cfg: Config) -> None:
         (cfg.algo.kl_coef >= 0.0, "algo.kl_coef must be >= 0"),
         (cfg.trainer.checkpoint_every >= 0, "trainer.checkpoint_every must be >= 0"),
         (cfg.buffer.replay_ratio >= 1, "buffer.replay_ratio must be >= 1"),
+        (0.0 < cfg.balancer.decrease < 1.0, "balancer.decrease must be in (0, 1)"),
         (
             cfg.learner.lr_schedule in ("constant", "cosine"),
             "learner.lr_schedule must be constant or cosine",

@@ -1,11 +1,13 @@
 """The controller: the training loop, asynchronous by default.
 
-    start producing groups (bounded by the staleness gate), and supervising workers
+    start producing groups (producer.py) and supervising the workers (supervisor.py)
     for each step:
         take a batch of fresh complete groups from the buffer
         train one step on it
         wait until the previous version reached every rollout worker
         export the new weights and start publishing them
+        observe: metrics, ledger, and the balancer's in-flight limit
+        every N steps, checkpoint
         log
 
 Rollouts never wait for the learner except as the staleness gate requires:
@@ -25,7 +27,7 @@ from typing import Any
 from core.config import Config
 from core.metrics import MetricsLogger
 from core.types import Batch, Group
-from core.waits import bounded
+from orchestrator.balancer import Balancer, Observation
 from orchestrator.buffer import ReplayBuffer
 from orchestrator.checkpoint import (
     ControllerState,
@@ -34,11 +36,11 @@ from orchestrator.checkpoint import (
     write_controller_state,
 )
 from orchestrator.ledger import Ledger
+from orchestrator.producer import Producer, staleness_bound
 from orchestrator.resources import tree_memory_gib
 from orchestrator.summaries import batch_metrics, fleet_metrics
 from orchestrator.supervisor import Supervisor
 from orchestrator.system import System
-from rollout.envpool import GroupSpec
 
 log = logging.getLogger(__name__)
 
@@ -65,119 +67,6 @@ class RunState:
     """Every trajectory handed to the learner, with the versions that produced it."""
 
 
-class Producer:
-    """Keeps groups in flight on the env pools and admits finished ones to the buffer."""
-
-    def __init__(
-        self,
-        system: System,
-        buffer: ReplayBuffer,
-        cfg: Config,
-        state: RunState,
-        ledger: Ledger,
-        resume: ControllerState | None = None,
-    ):
-        self.pools = system.pools
-        self.buffer = buffer
-        self.ledger = ledger
-        self.cfg = cfg
-        self.state = state
-        self.staleness = 0 if cfg.trainer.mode == "sync" else cfg.buffer.max_staleness
-        self.first_version = state.version
-        self.started = 0
-        self.dropped = 0
-        self.generated_tokens = 0
-        self.next_seed = resume.next_seed if resume else cfg.trainer.seed * 1_000_000
-        self._pending = list(resume.pending_seeds) if resume else []
-        self._in_flight: dict[asyncio.Task, tuple[int, int, Any]] = {}
-        """Each running group call: its task seed, its env pool's slot and handle."""
-        self._arrived = asyncio.Event()
-        self.system = system
-        self.pool_restarts = 0
-
-    def in_flight_seeds(self) -> list[int]:
-        """Task seeds of groups started and not yet admitted (a checkpoint keeps them)."""
-        return sorted(seed for seed, _, _ in self._in_flight.values()) + list(self._pending)
-
-    def _may_start(self) -> bool:
-        steps = self.state.version - self.first_version
-        allowed = (steps + self.staleness + 1) * self.cfg.buffer.groups_per_batch
-        return self.started - self.dropped < allowed
-
-    async def run(self) -> None:
-        while True:
-            while self._may_start():
-                self._start_group()
-            if self._in_flight:
-                done, _ = await asyncio.wait(
-                    self._in_flight, timeout=0.2, return_when="FIRST_COMPLETED"
-                )
-                for task in done:
-                    await self._admit(task)
-            else:
-                await asyncio.sleep(0.05)
-
-    async def next_batch(self, timeout_s: float) -> list[Group]:
-        deadline = time.monotonic() + timeout_s
-        while (groups := self.buffer.take(self.cfg.buffer.groups_per_batch)) is None:
-            self._arrived.clear()
-            await bounded(
-                self._arrived.wait(),
-                max(0.0, deadline - time.monotonic()),
-                f"{self.cfg.buffer.groups_per_batch} groups for step {self.state.step}",
-            )
-        return groups
-
-    def _start_group(self) -> None:
-        if self._pending:
-            seed = self._pending.pop(0)
-        else:
-            seed, self.next_seed = self.next_seed, self.next_seed + 1
-        index = self.started % len(self.pools)
-        pool = self.pools[index]
-        spec = GroupSpec(group_id=f"g{seed}", task_seed=seed, size=self.cfg.env.group_size)
-        task = asyncio.ensure_future(pool.run_group.remote(spec))
-        self._in_flight[task] = (seed, index, pool)
-        self.ledger.started(spec.group_id, spec.size)
-        self.started += 1
-
-    async def _admit(self, task: asyncio.Task) -> None:
-        import ray
-
-        seed, index, pool = self._in_flight.pop(task)
-        try:
-            group: Group = task.result()
-        except ray.exceptions.RayActorError as exc:
-            await self._pool_lost(index, pool, seed, exc)
-            return
-        self.generated_tokens += sum(t.num_generated for t in group.trajectories)
-        self.ledger.arrived(group)
-        if self.buffer.add(group):
-            self.ledger.buffered(group)
-        else:
-            self.dropped += 1
-        self._arrived.set()
-
-    async def _pool_lost(self, index: int, pool: Any, seed: int, exc: Exception) -> None:
-        """An env pool died with the group: re-run the group, replace the pool once."""
-        self._pending.append(seed)
-        self.started -= 1
-        if self.pools[index] is not pool:
-            return  # already replaced when an earlier group of it was lost
-        self.pool_restarts += 1
-        if self.pool_restarts > self.cfg.supervisor.max_restarts * len(self.pools):
-            raise RuntimeError(
-                f"env pools died {self.pool_restarts} times (last: {exc}); stopping: "
-                "the environment keeps killing its pool"
-            )
-        log.warning("env pool %d lost (%s); replacing it and re-running g%d", index, exc, seed)
-        await self.system.replace_pool(index)
-
-    def stop(self) -> None:
-        for task in self._in_flight:
-            task.cancel()
-
-
 async def train(
     system: System,
     cfg: Config,
@@ -185,59 +74,119 @@ async def train(
     progress: Any = None,
     resume: ControllerState | None = None,
 ) -> RunState:
-    state = RunState(version=system.version, step=resume.next_step if resume else 0)
-    ledger = Ledger(cfg.buffer.replay_ratio)
-    buffer = ReplayBuffer(
-        cfg.buffer.max_staleness,
-        cfg.buffer.capacity_groups,
-        lambda: state.version,
-        cfg.buffer.replay_ratio,
-        cfg.buffer.drop_zero_variance,
-        on_leave=ledger.left,
-    )
-    if resume:
-        buffer.restore(resume.buffer)
-        ledger.restore(resume.ledger)
-    producer = Producer(system, buffer, cfg, state, ledger, resume)
-    producing = asyncio.create_task(producer.run())
-    supervisor = Supervisor(system, cfg.supervisor)
-    supervising = asyncio.create_task(supervisor.run()) if cfg.supervisor.enabled else None
-    publishing = Publishing(system, overlap=producer.staleness > 0)
-    clock = StepClock()
+    run = Run.assemble(system, cfg, resume)
+    state = run.state
     try:
         for step in range(state.step, cfg.trainer.total_steps):
             state.step = step
-            groups = await _race(producer.next_batch(cfg.trainer.batch_timeout_s), producing)
+            groups, learner_wait_s = await run.next_batch()
             batch = Batch(groups, state.version)
             metrics = await system.train_step(batch)
-            ledger.trained(groups)
+            run.ledger.trained(groups)
             state.trained.extend(_records(batch))
-            metrics |= await publishing.wait()  # the previous version is everywhere
-            metrics |= await publishing.start(state.version + 1)
+            metrics |= await run.publishing.wait()  # the previous version is everywhere
+            metrics |= await run.publishing.start(state.version + 1)
             state.version += 1
-            metrics |= batch_metrics(groups, batch.learner_version)
-            metrics |= buffer.stats() | ledger.stats() | supervisor.stats()
-            metrics["fault/pool_restarts"] = float(producer.pool_restarts)
-            metrics["fault/learner_restarts"] = float(system.learner_restarts)
-            metrics |= fleet_metrics(await system.worker_stats(), await system.pool_stats())
-            metrics |= clock.tick(producer.generated_tokens)
-            metrics["trainer/version"] = float(state.version)
+            metrics |= await run.observe(groups, batch.learner_version, learner_wait_s)
             if cfg.trainer.checkpoint_every and (step + 1) % cfg.trainer.checkpoint_every == 0:
-                metrics |= await checkpoint(system, cfg, state, producer, buffer)
+                metrics |= await checkpoint(system, cfg, state, run.producer, run.buffer)
             logger.log(step, metrics)
             state.history.append(metrics)
             if progress is not None:
                 progress(step, metrics)
-        await publishing.wait()
-        if supervising is not None:
-            await supervisor.stop(supervising, cfg.rollout.startup_timeout_s)
+        await run.finish()
     finally:
-        producer.stop()
-        producing.cancel()
-        publishing.cancel()
-        if supervising is not None:
-            supervising.cancel()
+        run.cancel()
     return state
+
+
+@dataclass
+class Run:
+    """The parts of one training loop and the background tasks they run."""
+
+    system: System
+    cfg: Config
+    state: RunState
+    ledger: Ledger
+    buffer: ReplayBuffer
+    balancer: Balancer
+    producer: Producer
+    supervisor: Supervisor
+    publishing: Publishing
+    clock: StepClock
+    producing: asyncio.Task
+    supervising: asyncio.Task | None
+
+    @classmethod
+    def assemble(cls, system: System, cfg: Config, resume: ControllerState | None) -> Run:
+        state = RunState(version=system.version, step=resume.next_step if resume else 0)
+        ledger = Ledger(cfg.buffer.replay_ratio)
+        buffer = ReplayBuffer(
+            cfg.buffer.max_staleness,
+            cfg.buffer.capacity_groups,
+            lambda: state.version,
+            cfg.buffer.replay_ratio,
+            cfg.buffer.drop_zero_variance,
+            on_leave=ledger.left,
+        )
+        if resume:
+            buffer.restore(resume.buffer)
+            ledger.restore(resume.ledger)
+        gate_width = (staleness_bound(cfg) + 1) * cfg.buffer.groups_per_batch
+        balancer = Balancer(cfg.balancer, cfg.buffer.groups_per_batch, gate_width)
+        producer = Producer(system, buffer, cfg, state, ledger, balancer, resume)
+        supervisor = Supervisor(system, cfg.supervisor)
+        return cls(
+            system,
+            cfg,
+            state,
+            ledger,
+            buffer,
+            balancer,
+            producer,
+            supervisor,
+            Publishing(system, overlap=producer.staleness > 0),
+            StepClock(),
+            asyncio.create_task(producer.run()),
+            asyncio.create_task(supervisor.run()) if cfg.supervisor.enabled else None,
+        )
+
+    async def next_batch(self) -> tuple[list[Group], float]:
+        """The next batch of groups and how long the learner waited for it."""
+        started = time.perf_counter()
+        waiting = self.producer.next_batch(self.cfg.trainer.batch_timeout_s)
+        groups = await _race(waiting, self.producing)
+        return groups, time.perf_counter() - started
+
+    async def observe(
+        self, groups: list[Group], learner_version: int, learner_wait_s: float
+    ) -> dict[str, float]:
+        """The step's metrics beyond the learner's; adapts the balancer."""
+        workers = await self.system.worker_stats()
+        if self.cfg.balancer.enabled:
+            self.balancer.update(_observe(learner_wait_s, self.buffer, workers))
+        metrics = batch_metrics(groups, learner_version)
+        metrics |= self.buffer.stats() | self.ledger.stats() | self.supervisor.stats()
+        metrics |= fleet_metrics(workers, await self.system.pool_stats())
+        metrics |= self.balancer.stats() | self.clock.tick(self.producer.generated_tokens)
+        metrics["fault/pool_restarts"] = float(self.producer.pool_restarts)
+        metrics["fault/learner_restarts"] = float(self.system.learner_restarts)
+        metrics["perf/learner_wait_s"] = learner_wait_s
+        metrics["trainer/version"] = float(self.state.version)
+        return metrics
+
+    async def finish(self) -> None:
+        """Let the last publish and any worker replacement under way complete."""
+        await self.publishing.wait()
+        if self.supervising is not None:
+            await self.supervisor.stop(self.supervising, self.cfg.rollout.startup_timeout_s)
+
+    def cancel(self) -> None:
+        self.producer.stop()
+        self.producing.cancel()
+        self.publishing.cancel()
+        if self.supervising is not None:
+            self.supervising.cancel()
 
 
 async def checkpoint(
@@ -306,6 +255,18 @@ class StepClock:
         }
         self.last, self.last_tokens = now, generated_tokens
         return metrics
+
+
+def _observe(
+    learner_wait_s: float, buffer: ReplayBuffer, workers: dict[str, dict[str, Any]]
+) -> Observation:
+    depth = [w["in_flight"] for w in workers.values()]
+    return Observation(
+        learner_wait_s=learner_wait_s,
+        buffered_groups=len(buffer),
+        stale_drops_total=buffer.counts.dropped_stale,
+        queue_depth=sum(depth) / len(depth) if depth else 0.0,
+    )
 
 
 def _records(batch: Batch) -> list[TrainedRecord]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,7 @@ class EnvPool:
     def stats(self) -> dict[str, Any]:
         return {
             "pool_id": self.pool_id,
+            "pid": os.getpid(),
             "episodes_started": self.episodes_started,
             "episodes_finished": self.episodes_finished,
             "in_flight": self.episodes_started - self.episodes_finished,

@@ -30,7 +30,8 @@ def spare_worker(running_system, tiny_policy, event_loop_runner):
     from rollout.worker import RolloutWorker
 
     system, cfg = running_system
-    rollout = RolloutConfig(speculative=SpeculativeConfig(method="ngram", num_speculative_tokens=3))
+    ngram = SpeculativeConfig(method="ngram", num_speculative_tokens=3, prompt_lookup_min=1)
+    rollout = RolloutConfig(speculative=ngram)
     worker = (
         ray.remote(RolloutWorker)
         .options(num_cpus=0, max_concurrency=1000)
@@ -57,6 +58,15 @@ def _after_tool_result(codec: ChatCodec, seed: int) -> list[int]:
     return codec.prompt_ids(env.messages)
 
 
+def _opened_call(codec: ChatCodec, seed: int) -> list[int]:
+    """A prompt ending inside an opened calculator call: the continuation copies
+    the question's expression, which is what ngram drafting finds."""
+    env = make_env("asyncrl/Calculator-v0")
+    observation, _ = env.reset(seed=seed)
+    opening = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "'
+    return codec.prompt_ids(list(observation)) + codec.encode(opening)
+
+
 def _load_learner_weights(system, worker, version: int, run):
     snapshot = run(system.export_weights(version))
     run(worker.update_weights.remote(snapshot, "turn"))
@@ -70,6 +80,7 @@ def test_ngram_speculation_reports_the_target_models_logprobs(
     snapshot = _load_learner_weights(system, spare_worker, 1000, event_loop_runner)
     spec = SamplingSpec(max_tokens=48, temperature=cfg.rollout.temperature)
     prompts = [_after_tool_result(codec, seed) for seed in range(6)]
+    prompts += [_opened_call(codec, seed) for seed in range(10)]
 
     async def generate_all():
         return await asyncio.gather(*[spare_worker.generate.remote(p, spec, 60.0) for p in prompts])
