@@ -7,9 +7,11 @@ only (not a test).
 through the real agent loop and router, against a policy actor that answers
 instantly and correctly (it reads the question and the tool's result from the
 prompt: a tool call, then the answer), so what is measured is the environment
-and loop overhead, Ray calls included. Printed: episodes/s, p50/p99 of the
-env step time and of a turn's round trip to the policy, the peak memory of the
-env pools per concurrent episode, and the share of episodes that scored.
+and loop overhead, Ray calls included. Printed: episodes/s, the env pools' CPU
+time per turn, p50/p99 wall time of an env step and of a turn's round trip to
+the policy (with thousands of episodes per event loop these include queueing),
+the peak memory of the env pools per concurrent episode, and the share of
+episodes that scored.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ async def _run(model: str, episodes: int, pools: int) -> list[tuple[str, str]]:
     ]
     pids = [(await a.stats.remote())["pid"] for a in actors]
     baseline = _pss_mib(pids)
+    cpu_before = _cpu_s(pids)
     peak = _PeakMemory(pids)
     started = time.perf_counter()
     groups = await asyncio.gather(
@@ -97,16 +100,22 @@ async def _run(model: str, episodes: int, pools: int) -> list[tuple[str, str]]:
         ]
     )
     wall = time.perf_counter() - started
+    cpu = _cpu_s(pids) - cpu_before
     peak.stop()
     trajectories = [t for g in groups for t in g.trajectories]
     env_steps = [turn.env_s for t in trajectories for turn in t.turns if turn.env_s]
+    turns = sum(len(t.turns) for t in trajectories)
     round_trips = [turn.generate_s for t in trajectories for turn in t.turns]
     scored = sum(t.reward >= 1.0 for t in trajectories) / len(trajectories)
     for actor in [*actors, policy]:
         ray.kill(actor)
     return [
         ("episodes/s", f"{len(trajectories) / wall:.0f}  ({len(trajectories)} in {wall:.1f}s)"),
-        ("env step p50 / p99", f"{_ms(env_steps, 50)} / {_ms(env_steps, 99)} ms"),
+        ("env pool CPU per turn (env step, loop, Ray)", f"{cpu / turns * 1000:.2f} ms"),
+        (
+            "env step wall p50 / p99 (queueing included)",
+            f"{_ms(env_steps, 50)} / {_ms(env_steps, 99)} ms",
+        ),
         (
             "turn round trip to the policy p50 / p99",
             f"{_ms(round_trips, 50)} / {_ms(round_trips, 99)} ms",
@@ -124,6 +133,17 @@ def _ms(values: list[float], percentile: int) -> str:
         return "n/a"
     cut = statistics.quantiles(values, n=100, method="inclusive")[percentile - 1]
     return f"{cut * 1000:.1f}"
+
+
+def _cpu_s(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
 
 
 def _pss_mib(pids: list[int]) -> float:

@@ -44,6 +44,7 @@ class Turn:
     worker_id: str
     finish_reason: str
     generate_s: float
+    """Wall time of the turn's generate call: routing, queueing and the engine."""
     env_s: float = 0.0
 
 

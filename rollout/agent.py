@@ -69,8 +69,9 @@ async def run_episode(
         budget = min(spec.max_tokens_per_turn, spec.max_model_len - len(traj.tokens))
         if budget <= 0:
             break  # the conversation filled the context: truncated
+        asked = time.perf_counter()
         served = await generate(list(traj.tokens), _sampling(spec, budget, codec))
-        turn = _record_turn(traj, served)
+        turn = _record_turn(traj, served, time.perf_counter() - asked)
         if served.generation.finish_reason == "abort":
             status = Status.ABORTED
             break
@@ -104,7 +105,7 @@ def _sampling(spec: EpisodeSpec, budget: int, codec: ChatCodec) -> SamplingSpec:
     )
 
 
-def _record_turn(traj: Trajectory, served: Served) -> Turn:
+def _record_turn(traj: Trajectory, served: Served, seconds: float) -> Turn:
     generation = served.generation
     turn = Turn(
         start=len(traj.tokens),
@@ -112,7 +113,7 @@ def _record_turn(traj: Trajectory, served: Served) -> Turn:
         num_observation=0,
         worker_id=served.worker_id,
         finish_reason=generation.finish_reason,
-        generate_s=generation.seconds,
+        generate_s=seconds,
     )
     traj.append(
         generation.token_ids,
