@@ -9,37 +9,18 @@ from __future__ import annotations
 import copy
 
 import pytest
-import torch
 
 from orchestrator.system import LearnerGroup
 from tests.integration.conftest import small_run_config
 from tests.integration.test_learner_ranks import _batch
+from tests.tiny_models import tiny_moe
 
 LAYERS, EXPERTS, TOP_K = 2, 4, 2
 
 
 @pytest.fixture(scope="module")
 def moe_policy(tmp_path_factory) -> str:
-    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen3MoeConfig(
-        vocab_size=320,
-        hidden_size=64,
-        intermediate_size=128,
-        moe_intermediate_size=32,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=32,
-        num_experts=EXPERTS,
-        num_experts_per_tok=TOP_K,
-        decoder_sparse_step=1,
-        pad_token_id=0,
-    )
-    model = Qwen3MoeForCausalLM(config)
-    for layer in model.model.layers:
-        torch.nn.init.normal_(layer.mlp.gate.weight, std=0.5)
+    model = tiny_moe(vocab_size=320, layers=LAYERS, experts=EXPERTS, top_k=TOP_K)
     path = tmp_path_factory.mktemp("moe") / "policy"
     model.save_pretrained(path)
     return str(path)

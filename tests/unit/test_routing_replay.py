@@ -7,33 +7,14 @@ import pytest
 import torch
 
 from learner.routing_replay import RoutingReplay
+from tests.tiny_models import tiny_moe
 
 EXPERTS, TOP_K, LAYERS = 4, 2, 2
 
 
 @pytest.fixture()
 def moe():
-    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen3MoeConfig(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=128,
-        moe_intermediate_size=32,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=32,
-        num_experts=EXPERTS,
-        num_experts_per_tok=TOP_K,
-        decoder_sparse_step=1,
-        norm_topk_prob=True,
-    )
-    model = Qwen3MoeForCausalLM(config)
-    for layer in model.model.layers:
-        torch.nn.init.normal_(layer.mlp.gate.weight, std=0.5)
-    return model
+    return tiny_moe(vocab_size=128, layers=LAYERS, experts=EXPERTS, top_k=TOP_K)
 
 
 @pytest.fixture()
