@@ -52,7 +52,7 @@ class Producer:
         balancer: Balancer,
         resume: ControllerState | None = None,
     ):
-        self.pools = system.pools
+        self.system = system
         self.buffer = buffer
         self.ledger = ledger
         self.balancer = balancer
@@ -68,8 +68,12 @@ class Producer:
         self._in_flight: dict[asyncio.Task, tuple[int, int, Any]] = {}
         """Each running group call: its task seed, its env pool's slot and handle."""
         self._arrived = asyncio.Event()
-        self.system = system
         self.pool_restarts = 0
+
+    @property
+    def pools(self) -> list[Any]:
+        """The system's env pools (a replaced pool takes its slot in place)."""
+        return self.system.pools
 
     def in_flight_seeds(self) -> list[int]:
         """Task seeds of groups started and not yet admitted (a checkpoint keeps them)."""

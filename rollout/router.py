@@ -100,10 +100,6 @@ class Router:
         """The live sessions placed on `worker_id` (what a drain waits for)."""
         return [s for s, w in self.sessions.items() if w == worker_id]
 
-    def skew(self) -> float:
-        """Max over mean of the tokens placed on each healthy worker so far (1.0 is even)."""
-        return placement_skew([w.placed_tokens for w in self.loads.values() if w.healthy])
-
     def stats(self) -> dict[str, dict[str, float]]:
         """Per worker: outstanding tokens, queue depth, sessions, tokens placed, state."""
         return {
