@@ -20,6 +20,12 @@ import gymnasium as gym
 ENTRY_POINT_GROUP = "asyncrl.envs"
 _BUILTINS = {
     "asyncrl/Calculator-v0": "envs.calculator:CalculatorEnv",
+    "asyncrl/Code-v0": "envs.code:CodeEnv",
+    "asyncrl/Search-v0": "envs.search:SearchEnv",
+    "asyncrl/Maze-v0": "envs.maze:MazeEnv",
+    "asyncrl/Shapes-v0": "envs.shapes:ShapesEnv",
+    "asyncrl/ReasoningGym-v0": "envs.adapters.reasoning_gym:ReasoningGymEnv",
+    "asyncrl/TextArena-v0": "envs.adapters.textarena:TextArenaEnv",
 }
 _plugins_loaded = False
 

@@ -26,8 +26,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from core.images import is_image
 from envs.toolcall import ParsedTurn, parse_tool_calls
-from rewards import RewardFn, score
+from rewards import RewardSpec, resolve_reward, score
 
 Message = dict[str, str]
 MAX_TEXT = 1 << 20
@@ -48,9 +49,31 @@ class AnyText(spaces.Text):
         return isinstance(x, str) and len(x) <= self.max_length
 
 
-def chat_space() -> spaces.Sequence:
-    """Observation space: a tuple of chat messages ({"role", "content"})."""
-    return spaces.Sequence(spaces.Dict({"role": AnyText(64), "content": AnyText()}))
+class ChatContent(AnyText):
+    """Message content: a string, or a list of parts in the Hugging Face chat style,
+    `{"type": "text", "text": str}` and `{"type": "image", "image": <PIL.Image>}`.
+
+    Sampling gives text (a sampled image would say nothing about an env)."""
+
+    def contains(self, x: Any) -> bool:
+        if isinstance(x, str):
+            return len(x) <= self.max_length
+        return isinstance(x, list | tuple) and all(_is_content_part(part) for part in x)
+
+
+def _is_content_part(part: Any) -> bool:
+    if not isinstance(part, dict):
+        return False
+    if part.get("type") == "text":
+        return set(part) == {"type", "text"} and isinstance(part["text"], str)
+    return part.get("type") == "image" and set(part) == {"type", "image"} and is_image(part["image"])
+
+
+def chat_space(multimodal: bool = False) -> spaces.Sequence:
+    """Observation space: a tuple of chat messages ({"role", "content"}); with
+    `multimodal`, content may also be a list of text and image parts."""
+    content = ChatContent() if multimodal else AnyText()
+    return spaces.Sequence(spaces.Dict({"role": AnyText(64), "content": content}))
 
 
 class ToolArgumentError(ValueError):
@@ -94,7 +117,7 @@ class ToolEnv(gym.Env):
 
     def __init__(
         self,
-        reward_fn: RewardFn,
+        reward_fn: RewardSpec,
         reward_weights: dict[str, float] | None = None,
         max_turns: int = 4,
         tool_timeout_s: float = 10.0,
@@ -102,7 +125,7 @@ class ToolEnv(gym.Env):
     ):
         self.observation_space = chat_space()
         self.action_space = AnyText()
-        self.reward_fn = reward_fn
+        self.reward_fn = resolve_reward(reward_fn)
         self.reward_weights = dict(reward_weights or {})
         self.max_turns = max_turns
         self.tool_timeout_s = tool_timeout_s
@@ -160,13 +183,13 @@ class ToolEnv(gym.Env):
         self.messages.append({"role": "assistant", "content": action})
         turn = parse_tool_calls(action)
         if not turn.attempted_tool_use:
-            return self._finish(terminated=True, truncated=False)
+            return await self._finish(terminated=True, truncated=False)
         replies = await self._run_tools(turn)
         self.messages.extend(replies)
         if self.stats.failure is not None:
-            return self._finish(terminated=True, truncated=False, observation=replies)
+            return await self._finish(terminated=True, truncated=False, observation=replies)
         if self.stats.turns >= self.max_turns:
-            return self._finish(terminated=False, truncated=True, observation=replies)
+            return await self._finish(terminated=False, truncated=True, observation=replies)
         return tuple(replies), 0.0, False, False, self._info()
 
     # -- internals ----------------------------------------------------------------------
@@ -207,19 +230,31 @@ class ToolEnv(gym.Env):
         self.stats.failure = last_fault
         return f"Error: {last_fault}"
 
-    def _finish(
+    async def _finish(
         self,
         terminated: bool,
         truncated: bool,
         observation: list[Message] | None = None,
     ) -> tuple[tuple[Message, ...], float, bool, bool, dict[str, Any]]:
         self._done = True
+        total, components = 0.0, None
+        if self.stats.failure is None:
+            total, components = await self._score()
         info = self._info()
-        if self.stats.failure is not None:
-            return tuple(observation or ()), 0.0, terminated, truncated, info
-        total, components = score(self.reward_fn, self.messages, self.task, self.reward_weights)
-        info["reward_components"] = components
+        if components is not None:
+            info["reward_components"] = components
         return tuple(observation or ()), total, terminated, truncated, info
+
+    async def _score(self) -> tuple[float, dict[str, float] | None]:
+        """Score off the event loop (rewards may run tests or a CAS). A reward
+        that crashes is the environment's fault: the episode fails, unscored."""
+        try:
+            return await asyncio.to_thread(
+                score, self.reward_fn, self.messages, self.task, self.reward_weights
+            )
+        except Exception as exc:  # noqa: BLE001 - any reward crash fails the episode
+            self.stats.failure = f"reward {_name_of(self.reward_fn)} crashed: {exc!r}"[:500]
+            return 0.0, None
 
     def _info(self) -> dict[str, Any]:
         return {
@@ -229,6 +264,10 @@ class ToolEnv(gym.Env):
             "tool_error_kinds": dict(self.stats.tool_error_kinds),
             "failure": self.stats.failure,
         }
+
+
+def _name_of(fn: Any) -> str:
+    return getattr(fn, "__name__", type(fn).__name__)
 
 
 def _tool_message(content: str) -> Message:

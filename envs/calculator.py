@@ -14,7 +14,7 @@ import numpy as np
 
 from envs.base import Message, Tool, ToolEnv, dumps_call
 from envs.tools.calculator import Calculator, evaluate, format_number
-from rewards import RewardFn
+from rewards import RewardSpec
 from rewards.math import numeric_match
 
 SYSTEM_PROMPT = (
@@ -31,7 +31,7 @@ class CalculatorEnv(ToolEnv):
         max_operands: int = 3,
         max_value: int = 99,
         operators: str = "+-*",
-        reward_fn: RewardFn = numeric_match,
+        reward_fn: RewardSpec = numeric_match,
         reward_weights: dict[str, float] | None = None,
         max_turns: int = 3,
         tool_timeout_s: float = 5.0,
