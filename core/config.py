@@ -118,6 +118,16 @@ class EnvConfig:
     num_pools: int = 1
     """EnvPool actors running episodes concurrently."""
     episode_timeout_s: float = 600.0
+    rerun_failed_groups: bool = True
+    """A group with a member failed by the environment (or aborted by the engine)
+    is set aside whole and its task run again, so GRPO baselines are not biased
+    toward the episodes that survived."""
+    max_group_reruns: int = 2
+    """Re-runs of one task; after that the group trains on its surviving members."""
+    breaker_window: int = 64
+    """Episodes over which the env circuit breaker measures the failure rate."""
+    breaker_failure_rate: float = 0.5
+    """Above this share of failed episodes in the window, the run stops with one line."""
 
 
 @dataclass
@@ -326,6 +336,12 @@ def validate(cfg: Config) -> None:
             "learner.precision must be fp32, bf16 or fp8",
         ),
         (cfg.env.group_size >= 2, "env.group_size must be >= 2 (GRPO normalises within groups)"),
+        (cfg.env.max_group_reruns >= 0, "env.max_group_reruns must be >= 0"),
+        (cfg.env.breaker_window >= 1, "env.breaker_window must be >= 1"),
+        (
+            0.0 <= cfg.env.breaker_failure_rate <= 1.0,
+            "env.breaker_failure_rate must be in [0, 1] (1 turns the breaker off)",
+        ),
         (cfg.buffer.groups_per_batch >= 1, "buffer.groups_per_batch must be >= 1"),
         (cfg.buffer.max_staleness >= 0, "buffer.max_staleness must be >= 0"),
         (cfg.rollout.num_workers >= 1, "rollout.num_workers must be >= 1"),

@@ -170,6 +170,8 @@ class Run:
         metrics |= fleet_metrics(workers, await self.system.pool_stats())
         metrics |= self.balancer.stats() | self.clock.tick(self.producer.generated_tokens)
         metrics["fault/pool_restarts"] = float(self.producer.pool_restarts)
+        metrics["fault/group_reruns"] = float(sum(self.producer.reruns.values()))
+        metrics |= self.producer.breaker.stats()
         metrics["fault/learner_restarts"] = float(self.system.learner_restarts)
         metrics["perf/learner_wait_s"] = learner_wait_s
         metrics["trainer/version"] = float(self.state.version)
@@ -201,6 +203,7 @@ async def checkpoint(
         version=state.version,
         next_seed=producer.next_seed,
         pending_seeds=producer.in_flight_seeds(),
+        reruns=dict(producer.reruns),
         buffer=buffer.state(),
         ledger=producer.ledger.state(),
     )

@@ -3,14 +3,15 @@
 A trajectory is `in_flight` from the moment its group starts, then exactly one
 of: `buffered` (admitted, waiting), `trained` (handed to the learner; with
 `buffer.replay_ratio` k, up to k times), or a terminal reason it never will
-be: `failed` (environment fault or abort, with the reason), `dropped_stale`,
-`filtered` (DAPO zero-variance group) or `evicted`. Moves follow the allowed
+be: `failed` (environment fault or abort, with the reason), `rerun` (a sibling
+failed and the whole group was run again, env.rerun_failed_groups),
+`dropped_stale`, `filtered` (DAPO zero-variance group) or `evicted`. Moves follow the allowed
 transitions only; anything else (a trajectory arriving twice, trained beyond
 the replay ratio) raises, because a double count is a bug, not a metric. A
 group still in flight at a checkpoint is re-run after a resume, so
 in_flight -> in_flight is allowed.
 
-The balance: produced == in_flight + buffered + trained + failed + dropped + filtered + evicted.
+The balance: produced == the sum over all states.
 """
 
 from __future__ import annotations
@@ -22,11 +23,20 @@ from core.types import Group
 
 TRANSITIONS: dict[str | None, set[str]] = {
     None: {"in_flight"},
-    "in_flight": {"in_flight", "buffered", "failed", "dropped_stale", "filtered"},
+    "in_flight": {"in_flight", "buffered", "failed", "rerun", "dropped_stale", "filtered"},
     "buffered": {"trained", "dropped_stale", "evicted"},
     "trained": {"trained"},
 }
-STATES = ("in_flight", "buffered", "trained", "failed", "dropped_stale", "filtered", "evicted")
+STATES = (
+    "in_flight",
+    "buffered",
+    "trained",
+    "failed",
+    "rerun",
+    "dropped_stale",
+    "filtered",
+    "evicted",
+)
 
 
 class LedgerError(RuntimeError):
@@ -50,6 +60,10 @@ class Ledger:
             if not trajectory.status.trainable:
                 self._move(trajectory.trajectory_id, "failed")
                 self.failures[trajectory.failure or trajectory.status.value] += 1
+
+    def rerun(self, group: Group) -> None:
+        """The group is set aside for a re-run: its surviving members are not trained."""
+        self._move_trainable(group, "rerun")
 
     def buffered(self, group: Group) -> None:
         self._move_trainable(group, "buffered")

@@ -4,7 +4,9 @@ A group may start while the staleness gate allows it (groups started and not
 dropped stay within (versions trained + bound + 1) batches) and the balancer's
 in-flight limit has room. A finished group goes through the ledger into the
 buffer. A group whose env pool died is re-run on a replacement pool; groups in
-flight at a checkpoint are re-run first after a resume.
+flight at a checkpoint are re-run first after a resume. A group that lost
+members to environment faults is re-run or admitted as orchestrator.env_faults
+decides, and every group feeds the env circuit breaker.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from core.waits import bounded
 from orchestrator.balancer import Balancer
 from orchestrator.buffer import ReplayBuffer
 from orchestrator.checkpoint import ControllerState
+from orchestrator.env_faults import EnvBreaker, needs_rerun
 from orchestrator.ledger import Ledger
 from orchestrator.system import System
 from rollout.envpool import GroupSpec
@@ -65,6 +68,9 @@ class Producer:
         self.generated_tokens = 0
         self.next_seed = resume.next_seed if resume else cfg.trainer.seed * 1_000_000
         self._pending = list(resume.pending_seeds) if resume else []
+        self.reruns: dict[int, int] = dict(resume.reruns) if resume else {}
+        """Seed -> times its group was re-run after an environment failure."""
+        self.breaker = EnvBreaker(cfg.env.breaker_window, cfg.env.breaker_failure_rate)
         self._in_flight: dict[asyncio.Task, tuple[int, int, Any]] = {}
         """Each running group call: its task seed, its env pool's slot and handle."""
         self._arrived = asyncio.Event()
@@ -116,7 +122,7 @@ class Producer:
             seed, self.next_seed = self.next_seed, self.next_seed + 1
         index = self.started % len(self.pools)
         pool = self.pools[index]
-        spec = GroupSpec(group_id=f"g{seed}", task_seed=seed, size=self.cfg.env.group_size)
+        spec = GroupSpec(self._group_id(seed), task_seed=seed, size=self.cfg.env.group_size)
         task = asyncio.ensure_future(pool.run_group.remote(spec))
         self._in_flight[task] = (seed, index, pool)
         self.ledger.started(spec.group_id, spec.size)
@@ -133,11 +139,37 @@ class Producer:
             return
         self.generated_tokens += sum(t.num_generated for t in group.trajectories)
         self.ledger.arrived(group)
+        self.breaker.record(group)
+        if self._rerun(group, seed):
+            return
         if self.buffer.add(group):
             self.ledger.buffered(group)
         else:
             self.dropped += 1
         self._arrived.set()
+
+    def _group_id(self, seed: int) -> str:
+        reruns = self.reruns.get(seed, 0)
+        return f"g{seed}" if reruns == 0 else f"g{seed}.r{reruns}"
+
+    def _rerun(self, group: Group, seed: int) -> bool:
+        """Set a group with environment-failed members aside and queue its task
+        again (env.rerun_failed_groups, at most env.max_group_reruns times)."""
+        env = self.cfg.env
+        if not (env.rerun_failed_groups and needs_rerun(group)):
+            return False
+        if self.reruns.get(seed, 0) >= env.max_group_reruns:
+            log.warning(
+                "group %s still failing after %d re-runs; admitting its survivors",
+                group.group_id,
+                env.max_group_reruns,
+            )
+            return False
+        self.ledger.rerun(group)
+        self.reruns[seed] = self.reruns.get(seed, 0) + 1
+        self._pending.append(seed)
+        self.started -= 1
+        return True
 
     async def _pool_lost(self, index: int, pool: Any, seed: int, exc: Exception) -> None:
         """An env pool died with the group: re-run the group, replace the pool once."""

@@ -54,6 +54,7 @@ def _first_lines(exc: BaseException) -> str:
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(raw: DictConfig) -> None:
     from envs import EnvConfigError, make_env
+    from orchestrator.env_faults import EnvCircuitOpen
 
     try:
         cfg: Config = OmegaConf.to_object(raw)
@@ -64,6 +65,9 @@ def main(raw: DictConfig) -> None:
         asyncio.run(run(cfg))
     except (ConfigError, EnvConfigError) as exc:
         _fail(str(exc))
+    except EnvCircuitOpen as exc:
+        print(f"asyncrl: {exc}", file=sys.stderr)
+        sys.exit(3)
 
 
 def _fail(message: str) -> None:
