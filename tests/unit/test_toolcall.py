@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,9 +47,41 @@ MARKUP = st.sampled_from(
 )
 
 
-@settings(max_examples=2000, deadline=None)
-@given(st.lists(st.one_of(st.text(max_size=20), MARKUP), max_size=30).map("".join))
-def test_arbitrary_text_never_raises(text):
-    turn = parse_tool_calls(text)
+FUZZ_EXAMPLES = 10_000
+"""The issue's bar: at least 10,000 generated turns in every test run."""
+
+JSON_VALUES = st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+WELL_FORMED = st.builds(
+    lambda name, args: (
+        "<tool_call>" + json.dumps({"name": name, "arguments": args}) + "</tool_call>"
+    ),
+    st.text(min_size=1, max_size=10),
+    st.dictionaries(
+        st.text(max_size=6), JSON_VALUES | st.lists(JSON_VALUES, max_size=3), max_size=3
+    ),
+)
+
+
+def _check(turn) -> None:
+    assert all(isinstance(c.name, str) and c.name for c in turn.calls)
     assert all(isinstance(c.arguments, dict) for c in turn.calls)
-    assert all(e.message for e in turn.errors)
+    assert all(e.kind and e.message for e in turn.errors)
+    assert isinstance(turn.text, str)
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.text(max_size=20), MARKUP, WELL_FORMED),
+        max_size=30,
+    ).map("".join)
+)
+def test_arbitrary_text_never_raises(text):
+    _check(parse_tool_calls(text))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(WELL_FORMED, min_size=1, max_size=4), st.text(max_size=30))
+def test_well_formed_calls_are_all_found(calls, prose):
+    turn = parse_tool_calls(prose.replace("<", "") + "".join(calls))
+    assert len(turn.calls) == len(calls) and not turn.errors
