@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 SANDBOX_PYTHON = "/usr/bin/python3"
 SETUP_FAILED = 125
 """The launcher's exit code when it could not build the sandbox."""
+REAP_TIMEOUT_S = 10.0
 READ_CHUNK = 65536
 
 # The launcher runs as root inside the new namespaces; it takes its settings as
@@ -226,8 +227,16 @@ async def run_python(
         timed_out = watch not in done
         _kill_tree(proc.pid)
     watch.cancel()
-    await proc.wait()
-    stdout, stderr = [await reader for reader in readers]
+    try:  # killed above or exited: EOF follows at once; a bound all the same
+        await asyncio.wait_for(asyncio.gather(proc.wait(), *readers), REAP_TIMEOUT_S)
+    except TimeoutError:
+        _kill_tree(proc.pid)
+        for reader in readers:
+            reader.cancel()
+        raise SandboxUnavailable(
+            f"a sandboxed run's pipes stayed open {REAP_TIMEOUT_S:.0f}s after it was killed"
+        ) from None
+    stdout, stderr = [reader.result() for reader in readers]
     exit_code = None if (timed_out or overflow.is_set()) else proc.returncode
     result = SandboxResult(
         exit_code=exit_code,
@@ -287,13 +296,15 @@ def _command(limits: SandboxLimits) -> list[str]:
 
 
 async def _read_capped(stream: asyncio.StreamReader, cap: int, overflow: asyncio.Event) -> str:
+    """Keep the first `cap` bytes; past them set `overflow` (the run gets killed)
+    and drain the rest to EOF: a reader that stopped would leave the pipe paused
+    and asyncio's `proc.wait()` waiting for it to close."""
     kept = bytearray()
     while chunk := await stream.read(READ_CHUNK):
         room = cap - len(kept)
         kept += chunk[: max(room, 0)]
         if len(chunk) > room:
             overflow.set()
-            break
     return kept.decode("utf-8", errors="replace")
 
 
