@@ -32,10 +32,10 @@ class ControllerState:
     next_seed: int
     pending_seeds: list[int] = field(default_factory=list)
     """Seeds of groups started but not yet admitted: re-run first on resume."""
-    reruns: dict[int, int] = field(default_factory=dict)
-    """Seed -> times its group was re-run after an environment failure."""
     buffer: dict[str, Any] = field(default_factory=dict)
     ledger: dict[str, Any] = field(default_factory=dict)
+    reruns: dict[int, int] = field(default_factory=dict)
+    """Seed -> times its group was re-run after an environment failure."""
 
 
 def checkpoints_dir(run_dir: str | Path) -> Path:
