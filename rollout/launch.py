@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from core.config import Config, ConfigError, register_configs, validate
 
@@ -34,7 +34,11 @@ def check_overrides(argv: list[str]) -> str | None:
     overrides = [arg for arg in argv if not arg.startswith("-")]
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            compose("config", overrides=overrides, return_hydra_config=True)
+            raw = compose("config", overrides=overrides, return_hydra_config=True)
+        with open_dict(raw):  # resolve every interpolation but Hydra's own, as main will
+            raw.logger.run_dir = "run_dir"
+            del raw["hydra"]
+        OmegaConf.to_object(raw)
     except (HydraException, OmegaConfBaseException) as exc:
         return _first_lines(exc)
     return None
