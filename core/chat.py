@@ -6,16 +6,27 @@ ids are built by appending, in order, the rendered prompt, each turn's generated
 ids (as the engine produced them) and, for each environment reply, the
 chat-template *delta* those messages add after an assistant turn, tokenized once.
 
+Images ride along the same way. A message's content may be a list of parts
+(`{"type": "image", "image": <PIL.Image>}`, `{"type": "text", "text": ...}`);
+the chat template writes the model's image placeholder for each image part, and
+`prompt` / `observation` return the ids together with the images (as PNG bytes,
+in placeholder order). The ids keep one image token per image: that is what
+vLLM must be sent, and it expands each into the image's tokens itself (see
+rollout.agent for how the trajectory records the expanded ids).
+
 It also holds the Qwen-style chat template (Qwen3/Hermes tool-call markup) that
 the locally bootstrapped tokenizer ships with. Any tokenizer with a chat
 template works here; the tokenizer object is passed in, so this module imports
-nothing heavy.
+nothing heavy (PIL only once an image is encoded).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+from core.images import encode_png, message_images
 
 Message = dict[str, Any]
 
@@ -32,10 +43,29 @@ TOOL_RESPONSE_CLOSE = "</tool_response>"
 SPECIAL_TOKENS = [END_OF_TEXT, IM_START, IM_END]
 MARKUP_TOKENS = [TOOL_CALL_OPEN, TOOL_CALL_CLOSE, TOOL_RESPONSE_OPEN, TOOL_RESPONSE_CLOSE]
 
+QWEN_VL_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+"""What Qwen2-VL/2.5-VL/3-VL chat templates write for an image part."""
+
+
+def qwen_style_template(image_placeholder: str = QWEN_VL_IMAGE) -> str:
+    """The Qwen-style chat template; an image content part renders as `image_placeholder`
+    (the model's own: one image token, which the engine expands per image)."""
+    return _QWEN_STYLE.replace("__IMAGE__", image_placeholder.replace("'", "\\'"))
+
+
 # Qwen2.5/Qwen3-style template (no thinking block): tools are listed in the
 # system turn, assistant tool calls are Hermes JSON inside <tool_call> tags and
 # consecutive tool results share one user turn inside <tool_response> tags.
-QWEN_STYLE_TEMPLATE = (
+# User and tool content may be a string or a list of parts (`{"type": "text",
+# "text": ...}`, `{"type": "image", ...}`), as in Qwen-VL's own templates.
+_QWEN_STYLE = (
+    "{%- macro render_content(content) %}"
+    "{%- if content is string %}{{- content }}"
+    "{%- else %}{%- for part in content %}"
+    "{%- if part.type == 'image' %}{{- '__IMAGE__' }}"
+    "{%- elif part.type == 'text' %}{{- part.text }}{%- endif %}"
+    "{%- endfor %}{%- endif %}"
+    "{%- endmacro %}"
     "{%- if tools %}"
     "{{- '<|im_start|>system\\n' }}"
     "{%- if messages[0].role == 'system' %}{{- messages[0].content + '\\n\\n' }}{%- endif %}"
@@ -52,7 +82,7 @@ QWEN_STYLE_TEMPLATE = (
     "{%- for message in messages %}"
     "{%- if message.role == 'system' and loop.first %}"
     "{%- elif message.role == 'user' %}"
-    "{{- '<|im_start|>user\\n' + message.content + '<|im_end|>\\n' }}"
+    "{{- '<|im_start|>user\\n' }}{{- render_content(message.content) }}{{- '<|im_end|>\\n' }}"
     "{%- elif message.role == 'assistant' %}"
     "{{- '<|im_start|>assistant\\n' + (message.content or '') }}"
     "{%- for call in message.tool_calls or [] %}"
@@ -67,13 +97,15 @@ QWEN_STYLE_TEMPLATE = (
     "{%- elif message.role == 'tool' %}"
     "{%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}"
     "{{- '<|im_start|>user' }}{%- endif %}"
-    "{{- '\\n<tool_response>\\n' + message.content + '\\n</tool_response>' }}"
+    "{{- '\\n<tool_response>\\n' }}{{- render_content(message.content) }}"
+    "{{- '\\n</tool_response>' }}"
     "{%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}"
     "{{- '<|im_end|>\\n' }}{%- endif %}"
     "{%- endif %}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
+QWEN_STYLE_TEMPLATE = qwen_style_template()
 
 
 class ChatTokenizer(Protocol):
@@ -93,6 +125,20 @@ class ChatTemplateError(ValueError):
     """The tokenizer's chat template cannot be used for token-exact deltas."""
 
 
+IMAGE_TOKENS = ("<|image_pad|>", "<image>")
+"""Image tokens looked for when the tokenizer does not name its own (`image_token`):
+Qwen-VL's and the LLaVA/Idefics family's."""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """Rendered messages: their ids and the images their placeholders stand for."""
+
+    ids: list[int]
+    images: tuple[bytes, ...] = ()
+    """PNG bytes, one per image token in `ids`, in order."""
+
+
 class ChatCodec:
     """Renders prompts and observation deltas to ids, and generated ids to text.
 
@@ -107,7 +153,12 @@ class ChatCodec:
         {"role": "assistant", "content": "."},
     ]
 
-    def __init__(self, tokenizer: ChatTokenizer, tools: list[dict] | None = None):
+    def __init__(
+        self,
+        tokenizer: ChatTokenizer,
+        tools: list[dict] | None = None,
+        image_token: str | None = None,
+    ):
         if not getattr(tokenizer, "chat_template", None):
             raise ChatTemplateError("the tokenizer has no chat template; set one on the model")
         if tokenizer.eos_token is None or tokenizer.eos_token_id is None:
@@ -115,6 +166,8 @@ class ChatCodec:
         self.tokenizer = tokenizer
         self.tools = tools or None
         self.end_of_turn = tokenizer.eos_token
+        self.image_token_id = _image_token_id(tokenizer, image_token)
+        """The token each image is rendered as (None: a text-only model)."""
         self._base_cut = self._end_of_base_turn()
 
     @property
@@ -145,6 +198,14 @@ class ChatCodec:
             )
         return self.encode(full[len(self._base_cut) :])
 
+    def prompt(self, messages: Sequence[Message]) -> Rendered:
+        """`prompt_ids` with the images of the messages' image parts."""
+        return self._with_images(self.prompt_ids(messages), messages)
+
+    def observation(self, messages: Sequence[Message]) -> Rendered:
+        """`observation_ids` with the images of the messages' image parts."""
+        return self._with_images(self.observation_ids(messages), messages)
+
     def dialogue_ids(
         self, messages: Sequence[Message], num_opening: int
     ) -> tuple[list[int], list[int]]:
@@ -172,6 +233,23 @@ class ChatCodec:
         """The text of a generated turn, without end-of-turn markers."""
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
+    def _with_images(self, ids: list[int], messages: Sequence[Message]) -> Rendered:
+        images = message_images(messages)
+        if not images:
+            return Rendered(ids)
+        if self.image_token_id is None:
+            raise ChatTemplateError(
+                "these messages carry images but the tokenizer has no image token: "
+                "a multimodal environment needs a vision-language model"
+            )
+        placeholders = ids.count(self.image_token_id)
+        if placeholders != len(images):
+            raise ChatTemplateError(
+                f"the chat template wrote {placeholders} image tokens for {len(images)} "
+                f"images; it must write the model's image placeholder once per image part"
+            )
+        return Rendered(ids, tuple(encode_png(image) for image in images))
+
     def _end_of_base_turn(self) -> str:
         text = self.render(self._BASE, add_generation_prompt=False)
         end = text.rfind(self.end_of_turn)
@@ -181,3 +259,18 @@ class ChatCodec:
                 f"{self.end_of_turn!r}"
             )
         return text[: end + len(self.end_of_turn)]
+
+
+def _image_token_id(tokenizer: Any, name: str | None) -> int | None:
+    """The id of the tokenizer's image token: `name`, else its own `image_token`,
+    else the first of IMAGE_TOKENS it has as an added token; None if none."""
+    added = tokenizer.get_added_vocab() if hasattr(tokenizer, "get_added_vocab") else {}
+    if name is not None:
+        if name not in added:
+            raise ChatTemplateError(f"the tokenizer has no image token {name!r}")
+        return int(added[name])
+    own = getattr(tokenizer, "image_token", None)
+    for candidate in ((own,) if isinstance(own, str) else ()) + IMAGE_TOKENS:
+        if candidate in added:
+            return int(added[candidate])
+    return None

@@ -6,6 +6,9 @@ tokens), the behavior logprob the engine reported and the policy version that
 produced it (-1 where nothing was generated). Everything else (reward, status,
 turns, tool use, timings, workers) is per trajectory.
 
+For multimodal envs the tokens hold each image's placeholder as the engine
+expanded it (one token per image feature) and `images` the images themselves.
+
 Plain dataclasses over lists: no torch, no numpy, cheap to pickle.
 """
 
@@ -72,6 +75,9 @@ class Trajectory:
     timings: dict[str, float] = field(default_factory=dict)
     routed_experts: list[list[list[int]]] | None = None
     """Per generated token, per MoE layer, the expert ids the engine chose."""
+    images: list[bytes] = field(default_factory=list)
+    """PNG bytes of the images the engine saw (multimodal envs), in the order of
+    their placeholders in `tokens`: what a learner feeds the model's processor."""
 
     def __post_init__(self) -> None:
         n = len(self.tokens)

@@ -66,7 +66,9 @@ def _is_content_part(part: Any) -> bool:
         return False
     if part.get("type") == "text":
         return set(part) == {"type", "text"} and isinstance(part["text"], str)
-    return part.get("type") == "image" and set(part) == {"type", "image"} and is_image(part["image"])
+    return (
+        part.get("type") == "image" and set(part) == {"type", "image"} and is_image(part["image"])
+    )
 
 
 def chat_space(multimodal: bool = False) -> spaces.Sequence:
@@ -74,6 +76,14 @@ def chat_space(multimodal: bool = False) -> spaces.Sequence:
     `multimodal`, content may also be a list of text and image parts."""
     content = ChatContent() if multimodal else AnyText()
     return spaces.Sequence(spaces.Dict({"role": AnyText(64), "content": content}))
+
+
+def shows_images(env: Any) -> bool:
+    """Whether `env`'s observations may carry images (a `chat_space(multimodal=True)`)."""
+    space = getattr(env, "observation_space", None)
+    feature = getattr(space, "feature_space", None)
+    content = getattr(feature, "spaces", {}).get("content")
+    return isinstance(content, ChatContent)
 
 
 class ToolArgumentError(ValueError):

@@ -59,6 +59,12 @@ def collect_samples(batch: Batch, algorithm: Algorithm) -> list[Sample]:
         members = [t for t in group.trajectories if t.status.trainable and t.num_generated]
         if len(members) < 2:
             continue  # a lone sample has no group baseline
+        if any(t.images for t in members):
+            raise ValueError(
+                "trajectories with images need a vision-language learner (the model's "
+                "processor run on Trajectory.images for pixel values); this learner trains "
+                "on text only"
+            )
         advantages = algorithm.advantages([t.reward for t in members])
         for traj, advantage in zip(members, advantages, strict=True):
             samples.append(

@@ -122,14 +122,14 @@ def _build_tiny_policy(tiny: TinyModelConfig, target: Path) -> None:
     )
 
 
-def corpus_template() -> Any:
-    """The chat template as plain jinja, to render tokenizer-training text
-    before any tokenizer exists."""
+def corpus_template(source: str = QWEN_STYLE_TEMPLATE) -> Any:
+    """The chat template (`source`) as plain jinja, to render tokenizer-training
+    text before any tokenizer exists."""
     import jinja2
 
     environment = jinja2.Environment(extensions=["jinja2.ext.loopcontrols"])
     environment.filters["tojson"] = json.dumps
-    return environment.from_string(QWEN_STYLE_TEMPLATE)
+    return environment.from_string(source)
 
 
 def _existing_checkpoint(path: str) -> str:

@@ -6,6 +6,14 @@ the ids the engine produced (with their logprobs and weight versions) and the
 chat-template delta of the environment's reply, tokenized once. Text is decoded
 only to hand the turn to the environment; it is never re-tokenized.
 
+Images (vision-language models): the engine is sent each image's single image
+token plus the images, and vLLM expands every image token into the image's
+placeholder tokens before the model runs. The trajectory must hold what the
+model ran on, so ids that contain or follow a new image are recorded from the
+prompt the engine reports back (checked to extend what was recorded), while
+every request keeps sending the compact ids. Text-only episodes take none of
+this path: their ids are recorded as rendered, as before.
+
 Which engine serves a turn is the caller's business (see envpool/router); this
 module knows envs, the codec and the Generation record, nothing about Ray.
 """
@@ -13,13 +21,13 @@ module knows envs, the codec and the Generation record, nothing about Ray.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 
-from core.chat import ChatCodec
+from core.chat import ChatCodec, Rendered
 from core.types import Status, Trajectory, Turn
 from envs import astep
 from rollout.engine import Generation, SamplingSpec
@@ -35,7 +43,18 @@ class Served:
     """The session's worker was lost and this turn ran on another one."""
 
 
-GenerateFn = Callable[[list[int], SamplingSpec], Awaitable[Served]]
+class GenerateFn(Protocol):
+    """Serves one turn. `images` (PNG bytes, one per image token in `prompt_ids`)
+    is passed only when the episode has images, so a text-only caller may leave
+    it out of its signature."""
+
+    def __call__(
+        self, prompt_ids: list[int], sampling: SamplingSpec, *, images: list[bytes] = ...
+    ) -> Awaitable[Served]: ...
+
+
+class TokenMismatch(RuntimeError):
+    """The prompt the engine ran does not extend the recorded trajectory."""
 
 
 @dataclass(frozen=True)
@@ -55,23 +74,29 @@ async def run_episode(
 ) -> Trajectory:
     started = time.perf_counter()
     observation, _ = env.reset(seed=spec.task_seed)
-    prompt = codec.prompt_ids(list(observation))
+    prompt = codec.prompt(list(observation))
     traj = Trajectory(
         trajectory_id=spec.trajectory_id,
         group_id=spec.group_id,
         env_id=spec.env_id,
         task_seed=spec.task_seed,
-        prompt_length=len(prompt),
+        prompt_length=0 if prompt.images else len(prompt.ids),  # images: once expanded
     )
-    traj.append(prompt, generated=False)
+    context = _EngineContext(traj)
+    context.add(prompt)
     status, reward, info = Status.TRUNCATED, 0.0, {}
     while True:
-        budget = min(spec.max_tokens_per_turn, spec.max_model_len - len(traj.tokens))
+        budget = min(spec.max_tokens_per_turn, spec.max_model_len - context.length)
         if budget <= 0:
             break  # the conversation filled the context: truncated
         asked = time.perf_counter()
-        served = await generate(list(traj.tokens), _sampling(spec, budget, codec))
+        try:
+            served = await context.generate(generate, _sampling(spec, budget, codec))
+        except TokenMismatch as exc:
+            status, info = Status.FAILED, {"failure": str(exc)}
+            break
         turn = _record_turn(traj, served, time.perf_counter() - asked)
+        context.extend(served.generation.token_ids)
         if served.generation.finish_reason == "abort":
             status = Status.ABORTED
             break
@@ -89,11 +114,72 @@ async def run_episode(
         if terminated or truncated:
             status = Status.COMPLETED if terminated else Status.TRUNCATED
             break
-        delta = codec.observation_ids(list(observation))
-        traj.append(delta, generated=False)
-        turn.num_observation = len(delta)
+        context.add(codec.observation(list(observation)))
     _finish(traj, status, reward, info, time.perf_counter() - started)
     return traj
+
+
+class _EngineContext:
+    """The ids the engine is sent, beside the ids the trajectory records.
+
+    Without images the two are the same and every rendered piece is recorded at
+    once. From the first image on, pieces wait (`unseen`) until the engine has
+    run them: its reported prompt, expanded, must start with the recorded ids,
+    and the rest of it is recorded as the pieces' tokens."""
+
+    def __init__(self, traj: Trajectory):
+        self.traj = traj
+        self.ids: list[int] = []
+        """The conversation as the engine is sent it: one token per image."""
+        self.unseen = 0
+        """Ids at the end of `ids` whose expansion the engine has not reported yet."""
+
+    @property
+    def length(self) -> int:
+        """Tokens in the engine's context so far (a lower bound while images are unseen)."""
+        return len(self.traj.tokens) + self.unseen
+
+    def add(self, rendered: Rendered) -> None:
+        """Append a rendered prompt or observation (recorded now or once the engine ran it)."""
+        self.ids.extend(rendered.ids)
+        if rendered.images or self.unseen:
+            self.traj.images.extend(rendered.images)
+            self.unseen += len(rendered.ids)
+        else:
+            self._record(rendered.ids)
+
+    def extend(self, generated: list[int]) -> None:
+        self.ids.extend(generated)
+
+    async def generate(self, generate: GenerateFn, sampling: SamplingSpec) -> Served:
+        if not self.traj.images:
+            return await generate(list(self.ids), sampling)
+        served = await generate(list(self.ids), sampling, images=list(self.traj.images))
+        self._record_ran(served.generation)
+        return served
+
+    def _record_ran(self, generation: Generation) -> None:
+        ran = generation.prompt_ids
+        if ran is None:
+            if generation.finish_reason == "abort" or not self.unseen:
+                return  # never ran, or nothing new to learn from it
+            raise TokenMismatch("the engine did not report the prompt it ran with images")
+        recorded = len(self.traj.tokens)
+        if ran[:recorded] != self.traj.tokens or (not self.unseen and len(ran) != recorded):
+            raise TokenMismatch(
+                f"the engine ran a prompt of {len(ran)} tokens that is not the {recorded} "
+                f"recorded plus what was added since (an image token in generated text?)"
+            )
+        if self.unseen:
+            if not self.traj.turns:
+                self.traj.prompt_length = len(ran)
+            self._record(ran[recorded:])
+            self.unseen = 0
+
+    def _record(self, ids: list[int]) -> None:
+        self.traj.append(ids, generated=False)
+        if self.traj.turns:
+            self.traj.turns[-1].num_observation += len(ids)
 
 
 def _sampling(spec: EpisodeSpec, budget: int, codec: ChatCodec) -> SamplingSpec:

@@ -1,8 +1,9 @@
 """Engine: one vLLM AsyncLLM, driven by token ids, with RL weight updates.
 
 Owns everything that touches vLLM's API: engine start-up from config,
-generating from token ids with per-token logprobs and weight versions (vLLM
-stamps every output token with the weight version that sampled it), pausing
+generating from token ids (plus images, for vision-language models) with
+per-token logprobs and weight versions (vLLM stamps every output token with the
+weight version that sampled it), pausing
 and resuming around weight updates through vLLM's weight-transfer API, and
 prompt logprobs for checking that weights arrived. Nothing here knows about
 environments, trajectories or Ray.
@@ -15,9 +16,11 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.images import decode_png
 from core.shm import WeightSnapshot
 
 log = logging.getLogger(__name__)
@@ -87,6 +90,10 @@ class Generation:
     seconds: float = 0.0
     routed_experts: list[list[list[int]]] | None = None
     """Per generated token, per MoE layer, the experts the engine routed it to."""
+    prompt_ids: list[int] | None = None
+    """The prompt as the engine ran it, reported for requests with images: vLLM
+    expands each image token into the image's placeholder tokens. (A text prompt
+    runs exactly as sent, so it is not sent back.)"""
 
 
 @dataclass
@@ -169,10 +176,15 @@ class Engine:
         log.info("vLLM engine up for %s (pid %d)", self.model_path, os.getpid())
 
     async def generate(
-        self, prompt_ids: list[int], spec: SamplingSpec, timeout_s: float
+        self,
+        prompt_ids: list[int],
+        spec: SamplingSpec,
+        timeout_s: float,
+        images: Sequence[bytes] | None = None,
     ) -> Generation:
+        """One turn from `prompt_ids`; `images` (PNG bytes) are the images of its
+        image tokens, in order (vLLM expands each token for its image)."""
         from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
         params = SamplingParams(
@@ -192,7 +204,7 @@ class Engine:
         self._begin(spec.max_tokens)
         try:
             final = await asyncio.wait_for(
-                self._last_output(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id),
+                self._last_output(_prompt(prompt_ids, images), params, request_id),
                 timeout_s,
             )
         except TimeoutError:
@@ -203,6 +215,8 @@ class Engine:
         finally:
             self._end(spec.max_tokens)
         generation = self._to_generation(final, time.perf_counter() - started)
+        if images:
+            generation.prompt_ids = list(final.prompt_token_ids)
         self._count_speculation(final.outputs[0])
         self.stats.generated_tokens += len(generation.token_ids)
         self.stats.prompt_tokens += generation.num_prompt_tokens
@@ -253,17 +267,18 @@ class Engine:
         self.stats.syncs.append(sync)
         return sync
 
-    async def prompt_logprobs(self, ids: list[int]) -> list[float]:
-        """Logprob of each token of `ids` given its prefix (len(ids) - 1 values)."""
+    async def prompt_logprobs(
+        self, ids: list[int], images: Sequence[bytes] | None = None
+    ) -> list[float]:
+        """Logprob of each token of the prompt given its prefix (one fewer than its
+        tokens); with `images`, of the prompt as the engine expanded it."""
         from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
 
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
-        final = await self._last_output(
-            TokensPrompt(prompt_token_ids=list(ids)), params, f"p{next(self._ids)}"
-        )
+        final = await self._last_output(_prompt(list(ids), images), params, f"p{next(self._ids)}")
+        ran = final.prompt_token_ids
         out: list[float] = []
-        for token, entry in zip(ids[1:], final.prompt_logprobs[1:], strict=True):
+        for token, entry in zip(ran[1:], final.prompt_logprobs[1:], strict=True):
             out.append(float(entry[token].logprob))
         return out
 
@@ -343,6 +358,17 @@ class Engine:
 
     def _busy_elapsed(self) -> float:
         return 0.0 if self._busy_since is None else time.perf_counter() - self._busy_since
+
+
+def _prompt(prompt_ids: list[int], images: Sequence[bytes] | None) -> Any:
+    from vllm.inputs import TokensPrompt
+
+    if not images:
+        return TokensPrompt(prompt_token_ids=prompt_ids)
+    return TokensPrompt(
+        prompt_token_ids=prompt_ids,
+        multi_modal_data={"image": [decode_png(data) for data in images]},
+    )
 
 
 def _generated_routing(completion: Any, num_prompt: int) -> list[list[list[int]]] | None:

@@ -123,8 +123,10 @@ class EnvPool:
             top_p=self.rollout_cfg.top_p,
         )
 
-        async def generate(prompt_ids: list[int], sampling: SamplingSpec) -> Served:
-            return await self._generate(trajectory_id, prompt_ids, sampling)
+        async def generate(
+            prompt_ids: list[int], sampling: SamplingSpec, images: list[bytes] | None = None
+        ) -> Served:
+            return await self._generate(trajectory_id, prompt_ids, sampling, images)
 
         try:
             trajectory = await asyncio.wait_for(
@@ -142,13 +144,18 @@ class EnvPool:
             self._idle_envs.append(env)
 
     async def _generate(
-        self, session: str, prompt_ids: list[int], sampling: SamplingSpec
+        self,
+        session: str,
+        prompt_ids: list[int],
+        sampling: SamplingSpec,
+        images: list[bytes] | None = None,
     ) -> Served:
         """One turn on the session's worker; on a dead worker, the next one."""
         import ray
 
         cost = len(prompt_ids) + sampling.max_tokens
         timeout = self.rollout_cfg.generate_timeout_s
+        extra = (images,) if images else ()  # text turns call generate as before
         moved = False
         for _ in range(len(self.workers) + 1):
             try:
@@ -160,7 +167,7 @@ class EnvPool:
             handle = self.workers[placement.worker_id]
             try:
                 generation = await asyncio.wait_for(
-                    handle.generate.remote(prompt_ids, sampling, timeout),
+                    handle.generate.remote(prompt_ids, sampling, timeout, *extra),
                     timeout + RAY_CALL_GRACE_S,
                 )
                 return Served(generation, placement.worker_id, moved)

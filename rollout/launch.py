@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -63,7 +64,7 @@ def main(raw: DictConfig) -> None:
     try:
         cfg: Config = OmegaConf.to_object(raw)
         validate(cfg)
-        make_env(cfg.env.id, cfg.env.kwargs)  # fail here, not inside an actor
+        check_trainable(make_env(cfg.env.id, cfg.env.kwargs))  # fail here, not in an actor
         from orchestrator.run import run
 
         asyncio.run(run(cfg))
@@ -72,6 +73,19 @@ def main(raw: DictConfig) -> None:
     except EnvCircuitOpen as exc:
         print(f"asyncrl: {exc}", file=sys.stderr)
         sys.exit(3)
+
+
+def check_trainable(env: Any) -> None:
+    """Refuse, before anything starts, an env the learner cannot train on."""
+    from envs import EnvConfigError
+    from envs.base import shows_images
+
+    if shows_images(env):
+        raise EnvConfigError(
+            f"{env.spec.id if env.spec else type(env).__name__} shows images, and the learner "
+            "trains on text only for now (the rollout path serves images to a vision-language "
+            "model: tests/integration/test_multimodal.py); pick a text env"
+        )
 
 
 def _fail(message: str) -> None:

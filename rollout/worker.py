@@ -49,15 +49,21 @@ class RolloutWorker:
         return self.worker_id
 
     async def generate(
-        self, prompt_ids: list[int], spec: SamplingSpec, timeout_s: float
+        self,
+        prompt_ids: list[int],
+        spec: SamplingSpec,
+        timeout_s: float,
+        images: list[bytes] | None = None,
     ) -> Generation:
-        return await self.engine.generate(prompt_ids, spec, timeout_s)
+        return await self.engine.generate(prompt_ids, spec, timeout_s, images)
 
     async def update_weights(self, snapshot: WeightSnapshot, lock: str) -> dict[str, float]:
         return await self.engine.update_weights(snapshot, lock, self.sync_draft)
 
-    async def prompt_logprobs(self, ids: list[int]) -> list[float]:
-        return await self.engine.prompt_logprobs(ids)
+    async def prompt_logprobs(
+        self, ids: list[int], images: list[bytes] | None = None
+    ) -> list[float]:
+        return await self.engine.prompt_logprobs(ids, images)
 
     def stats(self) -> dict[str, Any]:
         return {"worker_id": self.worker_id, **self.engine.snapshot_stats()}

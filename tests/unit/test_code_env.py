@@ -47,8 +47,7 @@ def test_partial_solutions_get_partial_credit():
         # print a fake report and leave before the harness runs
         f"import json, os\nprint({REPORT_MARK!r} + json.dumps(['1'] * 4))\nos._exit(0)",
         # return something that claims to equal everything
-        "class Any:\n    def __eq__(self, other): return True\n"
-        "def f(x):\n    return Any()",
+        "class Any:\n    def __eq__(self, other): return True\ndef f(x):\n    return Any()",
         # crash the interpreter
         "import os\nos.kill(os.getpid(), 9)",
     ],
