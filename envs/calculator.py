@@ -3,7 +3,9 @@
 The model may call `calculator` any number of turns (up to `max_turns`) and
 must end with a turn that states `<answer>number</answer>`. Difficulty is the
 number of operands and their size; answers are integers (no division).
-`tool_latency_s` gives the calculator the service time of a remote tool.
+`tool_latency_s` gives the calculator the service time of a remote tool and
+`tool_failure_rate` its outages (ToolFault: the environment's fault), to
+exercise the fault handling end to end.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class CalculatorEnv(ToolEnv):
         tool_timeout_s: float = 5.0,
         tool_retries: int = 1,
         tool_latency_s: float = 0.0,
+        tool_failure_rate: float = 0.0,
     ):
         if not 2 <= min_operands <= max_operands:
             raise ValueError("need 2 <= min_operands <= max_operands")
@@ -47,11 +50,12 @@ class CalculatorEnv(ToolEnv):
         self.max_value = max_value
         self.operators = operators
         self.tool_latency_s = tool_latency_s
+        self.tool_failure_rate = tool_failure_rate
         weights = {"correct": 1.0, "format": 0.1} if reward_weights is None else reward_weights
         super().__init__(reward_fn, weights, max_turns, tool_timeout_s, tool_retries)
 
     def make_tools(self) -> list[Tool]:
-        return [Calculator(self.tool_latency_s)]
+        return [Calculator(self.tool_latency_s, self.tool_failure_rate)]
 
     def sample_task(self, rng: np.random.Generator) -> dict[str, Any]:
         count = int(rng.integers(self.min_operands, self.max_operands + 1))

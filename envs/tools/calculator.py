@@ -11,9 +11,10 @@ from __future__ import annotations
 import ast
 import asyncio
 import operator
+import random
 from typing import Any
 
-from envs.base import ToolArgumentError, tool_schema
+from envs.base import ToolArgumentError, ToolFault, tool_schema
 
 MAX_EXPRESSION_CHARS = 200
 MAX_EXPONENT = 64
@@ -79,9 +80,12 @@ class Calculator:
         {"expression": {"type": "string", "description": "e.g. 37 * 12 + 5"}},
     )
 
-    def __init__(self, latency_s: float = 0.0):
+    def __init__(self, latency_s: float = 0.0, failure_rate: float = 0.0, seed: int | None = None):
         self.latency_s = latency_s
         """Simulated service time per call (a remote tool is never instant)."""
+        self.failure_rate = failure_rate
+        """Share of calls on which the simulated service is down (ToolFault)."""
+        self._rng = random.Random(seed)
 
     async def __call__(self, expression: Any = None, **extra: Any) -> str:
         if extra:
@@ -89,4 +93,6 @@ class Calculator:
         value = format_number(evaluate(expression))
         if self.latency_s > 0:
             await asyncio.sleep(self.latency_s)
+        if self._rng.random() < self.failure_rate:
+            raise ToolFault("calculator service unavailable")
         return value

@@ -1,0 +1,108 @@
+"""Short real runs on the library's envs and on a flaky tool, on the shared system.
+
+Each run swaps the system's env pools for pools of another env (same vLLM
+workers, same learner) and trains through the normal controller loop, so every
+env's trajectories go through the agent loop, the buffer and a DeepSpeed step.
+The tiny policy only ever saw calculator dialogues: these runs check the path
+(trajectories, reward components, training), not the rewards' size.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+
+import pytest
+
+from core.config import EnvConfig, LoggerConfig
+from core.metrics import MetricsLogger
+from orchestrator.controller import train
+from orchestrator.env_faults import EnvCircuitOpen
+
+
+@contextmanager
+def pools_of(system, env: EnvConfig):
+    import ray
+
+    from orchestrator.system import _create_pool
+
+    saved = list(system.pools)
+    cfg = copy.deepcopy(system.cfg)
+    cfg.env = env
+    system.pools[:] = [_create_pool(cfg, system.model_path, system.workers, 0)]
+    try:
+        yield
+    finally:
+        for pool in system.pools:
+            ray.kill(pool)
+        system.pools[:] = saved
+
+
+def run_on(system, base_cfg, env: EnvConfig, steps: int, run_dir, runner):
+    cfg = copy.deepcopy(base_cfg)
+    cfg.env = env
+    cfg.trainer.total_steps = steps
+    cfg.logger.run_dir = str(run_dir)
+    logger = MetricsLogger(LoggerConfig(run_dir=str(run_dir), plot_every=0))
+    logger.cfg.wandb.enabled = False
+    try:
+        with pools_of(system, env):
+            return runner(train(system, cfg, logger))
+    finally:
+        logger.close()
+
+
+@pytest.mark.parametrize(
+    "env_id, kwargs, components",
+    [
+        ("asyncrl/Code-v0", {"max_turns": 2}, {"reward/passed", "reward/format"}),
+        ("asyncrl/Search-v0", {"max_turns": 3}, {"reward/correct", "reward/format"}),
+        (
+            "asyncrl/ReasoningGym-v0",
+            {"dataset": "basic_arithmetic", "size": 200},
+            {"reward/correct", "reward/format"},
+        ),
+    ],
+)
+def test_short_run_trains_on_env(
+    running_system, event_loop_runner, tmp_path, env_id, kwargs, components
+):
+    system, cfg = running_system
+    env = EnvConfig(id=env_id, kwargs=kwargs, group_size=cfg.env.group_size)
+    state = run_on(system, cfg, env, 1, tmp_path, event_loop_runner)
+    last = state.history[-1]
+    assert components <= set(last), sorted(k for k in last if k.startswith("reward/"))
+    assert last["rollout/trajectories"] == cfg.buffer.groups_per_batch * cfg.env.group_size
+    assert last["rollout/status_completed"] + last["rollout/status_truncated"] > 0
+    assert last["ledger/balanced"] == 1.0 and "learner/loss" in last
+    assert len(state.trained) == cfg.buffer.groups_per_batch * cfg.env.group_size
+
+
+def test_flaky_tool_groups_are_rerun_and_nothing_is_lost(
+    running_system, event_loop_runner, tmp_path
+):
+    system, cfg = running_system
+    env = EnvConfig(
+        id="asyncrl/Calculator-v0",
+        kwargs={"tool_failure_rate": 0.5, "tool_retries": 0},
+        group_size=cfg.env.group_size,
+        breaker_failure_rate=1.0,
+    )
+    state = run_on(system, cfg, env, 2, tmp_path, event_loop_runner)
+    last = state.history[-1]
+    assert last["fault/group_reruns"] >= 1 and last["ledger/rerun"] >= 1
+    assert last["ledger/failed"] >= 1 and last["ledger/balanced"] == 1.0
+    assert last["ledger/trained_more_than_once"] == 0
+
+
+def test_env_that_keeps_failing_trips_its_breaker(running_system, event_loop_runner, tmp_path):
+    system, cfg = running_system
+    env = EnvConfig(
+        id="asyncrl/Calculator-v0",
+        kwargs={"tool_failure_rate": 1.0, "tool_retries": 1},
+        group_size=cfg.env.group_size,
+        breaker_window=8,
+        breaker_failure_rate=0.25,
+    )
+    with pytest.raises(EnvCircuitOpen, match=r"Calculator-v0 failed \d+ of its last 8 episodes"):
+        run_on(system, cfg, env, 3, tmp_path, event_loop_runner)
