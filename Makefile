@@ -1,4 +1,5 @@
-# asyncrl: `make run` trains the tiny agent end to end; `make test` runs the suite.
+# asyncrl: `make run` trains the tiny agent end to end; `make test` runs the suite;
+# `make chaos` trains while actors are killed and checks nothing was lost.
 # Both install first (idempotent): a .venv with .[cpu,dev], or .[gpu,dev] where
 # nvidia-smi finds a GPU.
 
@@ -10,7 +11,7 @@ EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-unit lint format clean
+.PHONY: install run chaos test test-unit lint format clean
 
 install: $(STAMP)
 
@@ -27,6 +28,13 @@ endif
 
 run: install
 	$(PY) -m rollout.launch +experiment=agentic_grpo
+
+# A shortened default run while 10 seeded kills hit rollout workers, env pools and the
+# learner (~8 min); prints the ledger and the kills; exits 1 on a lost or over-trained
+# trajectory, an unfinished run or fewer kills. CHAOS_ARGS="--seed 3 trainer.total_steps=240".
+CHAOS_ARGS ?=
+chaos: install
+	$(PY) -m orchestrator.chaos $(CHAOS_ARGS)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

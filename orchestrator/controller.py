@@ -65,6 +65,11 @@ class RunState:
     history: list[dict[str, float]] = field(default_factory=list)
     trained: list[TrainedRecord] = field(default_factory=list)
     """Every trajectory handed to the learner, with the versions that produced it."""
+    ledger: dict[str, Any] = field(default_factory=dict)
+    """The ledger's final state (Ledger.state()), taken when the loop has finished."""
+    unfinished_seeds: list[int] = field(default_factory=list)
+    """Task seeds of groups still running or queued to re-run when the loop finished
+    (their trajectories are rightly in flight; any other in-flight one was lost)."""
 
 
 async def train(
@@ -95,6 +100,8 @@ async def train(
             if progress is not None:
                 progress(step, metrics)
         await run.finish()
+        # One synchronous read, so the ledger and the producer agree on what is in flight.
+        state.ledger, state.unfinished_seeds = run.ledger.state(), run.producer.in_flight_seeds()
     finally:
         run.cancel()
     return state

@@ -7,7 +7,9 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from core.config import Config, ConfigError
 from core.metrics import MetricsLogger
@@ -19,7 +21,9 @@ from orchestrator.system import System
 log = logging.getLogger(__name__)
 
 
-async def run(cfg: Config) -> RunState:
+async def run(cfg: Config, alongside: Callable[[System], Awaitable[Any]] | None = None) -> RunState:
+    """Train per `cfg`. `alongside(system)`, if given, runs as a task next to the
+    training loop until the loop ends (the chaos driver, orchestrator/chaos.py)."""
     started = time.perf_counter()
     resume_from = resume_point(cfg)
     model_path = await asyncio.to_thread(resolve_policy, cfg.model)
@@ -27,15 +31,20 @@ async def run(cfg: Config) -> RunState:
     system = await System.start(cfg, model_path)
     logger = MetricsLogger(cfg.logger, dataclasses.asdict(cfg))
     progress = _progress_bar(cfg)
+    companion = asyncio.create_task(alongside(system)) if alongside else None
     try:
         resume = await restore(system, resume_from) if resume_from else None
         state = await train(system, cfg, logger, progress, resume)
+        if companion is not None:
+            companion.cancel()
         final = Path(cfg.logger.run_dir) / "final_model"
         await system.save_pretrained(str(final))
         log.info("final policy v%d saved to %s", state.version, final)
         summary = write_summary(state, Path(cfg.logger.run_dir), time.perf_counter() - started)
         log.info("summary: %s", json.dumps(summary))
     finally:
+        if companion is not None:
+            companion.cancel()
         logger.close()
         progress.close()
         await system.shutdown()
