@@ -73,6 +73,21 @@ def lr_factor(cfg: LearnerConfig, step: int) -> float:
     return cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def _skip_cpu_shm_op() -> None:
+    """Keep DeepSpeed from JIT-building its CPU shared-memory all-reduce op.
+
+    On CPU, DeepSpeed compiles that op (ninja + gcc) at every rank start, inside a
+    lock file that torch removes only on a clean exit: a rank killed while it holds
+    the lock (a chaos kill, a Ray shutdown mid-start) leaves the file behind and
+    every later start on the machine waits on it forever. The op serves only
+    `inference_all_reduce`, which training never calls (gradients go through
+    torch.distributed on gloo), so it is marked unbuildable.
+    """
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 class Trainer:
     def __init__(
         self,
@@ -284,6 +299,8 @@ class Trainer:
             MASTER_ADDR=self.rank.master_addr,
             MASTER_PORT=str(self.rank.master_port),
         )
+        if not torch.cuda.is_available():
+            _skip_cpu_shm_op()
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         deepspeed.init_distributed(dist_backend=backend, verbose=False)
 

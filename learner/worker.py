@@ -1,20 +1,16 @@
 """LearnerWorker: the Ray actor around one DeepSpeed rank (a thin shell over Trainer).
 
-Sets DeepSpeed's accelerator and the torch-extensions cache before DeepSpeed
-is imported (its CPU communication op is compiled once and reused).
+Sets DeepSpeed's accelerator before DeepSpeed is imported.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from core.config import AlgoConfig, LearnerConfig
 from core.shm import WeightSnapshot
 from core.types import Batch
-
-EXTENSIONS_CACHE = Path("~/.cache/asyncrl/torch_extensions").expanduser()
 
 
 class LearnerWorker:
@@ -33,7 +29,6 @@ class LearnerWorker:
 
         if not torch.cuda.is_available():
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(EXTENSIONS_CACHE))
         from learner.trainer import RankInfo, Trainer
 
         self.trainer = Trainer(
