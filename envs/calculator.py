@@ -5,7 +5,8 @@ must end with a turn that states `<answer>number</answer>`. Difficulty is the
 number of operands and their size; answers are integers (no division).
 `tool_latency_s` gives the calculator the service time of a remote tool and
 `tool_failure_rate` its outages (ToolFault: the environment's fault), to
-exercise the fault handling end to end.
+exercise the fault handling end to end; `tool_slow_rate` of the calls take
+`tool_slow_latency_s` instead (a heavy-tailed service time, as stragglers).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class CalculatorEnv(ToolEnv):
         tool_retries: int = 1,
         tool_latency_s: float = 0.0,
         tool_failure_rate: float = 0.0,
+        tool_slow_rate: float = 0.0,
+        tool_slow_latency_s: float = 0.0,
     ):
         if not 2 <= min_operands <= max_operands:
             raise ValueError("need 2 <= min_operands <= max_operands")
@@ -51,11 +54,20 @@ class CalculatorEnv(ToolEnv):
         self.operators = operators
         self.tool_latency_s = tool_latency_s
         self.tool_failure_rate = tool_failure_rate
+        self.tool_slow = (tool_slow_rate, tool_slow_latency_s)
         weights = {"correct": 1.0, "format": 0.1} if reward_weights is None else reward_weights
         super().__init__(reward_fn, weights, max_turns, tool_timeout_s, tool_retries)
 
     def make_tools(self) -> list[Tool]:
-        return [Calculator(self.tool_latency_s, self.tool_failure_rate)]
+        slow_rate, slow_latency_s = self.tool_slow
+        return [
+            Calculator(
+                self.tool_latency_s,
+                self.tool_failure_rate,
+                slow_rate=slow_rate,
+                slow_latency_s=slow_latency_s,
+            )
+        ]
 
     def sample_task(self, rng: np.random.Generator) -> dict[str, Any]:
         count = int(rng.integers(self.min_operands, self.max_operands + 1))

@@ -80,9 +80,20 @@ class Calculator:
         {"expression": {"type": "string", "description": "e.g. 37 * 12 + 5"}},
     )
 
-    def __init__(self, latency_s: float = 0.0, failure_rate: float = 0.0, seed: int | None = None):
+    def __init__(
+        self,
+        latency_s: float = 0.0,
+        failure_rate: float = 0.0,
+        seed: int | None = None,
+        slow_rate: float = 0.0,
+        slow_latency_s: float = 0.0,
+    ):
         self.latency_s = latency_s
         """Simulated service time per call (a remote tool is never instant)."""
+        self.slow_rate = slow_rate
+        self.slow_latency_s = slow_latency_s
+        """Share of calls that take `slow_latency_s` instead: the heavy tail of a
+        shared remote service (queueing, cold starts)."""
         self.failure_rate = failure_rate
         """Share of calls on which the simulated service is down (ToolFault)."""
         self._rng = random.Random(seed)
@@ -91,8 +102,9 @@ class Calculator:
         if extra:
             raise ToolArgumentError(f"unexpected arguments: {', '.join(sorted(extra))}")
         value = format_number(evaluate(expression))
-        if self.latency_s > 0:
-            await asyncio.sleep(self.latency_s)
+        latency = self.slow_latency_s if self._rng.random() < self.slow_rate else self.latency_s
+        if latency > 0:
+            await asyncio.sleep(latency)
         if self._rng.random() < self.failure_rate:
             raise ToolFault("calculator service unavailable")
         return value

@@ -145,3 +145,23 @@ def test_tool_latency_is_service_time_and_a_slow_tool_is_the_envs_fault():
     slow.reset(seed=1)
     _, _, terminated, _, info = slow.step(dumps_call("calculator", {"expression": "2 + 3"}))
     assert terminated and "timed out" in info["failure"]
+
+
+def test_slow_calls_take_the_tail_latency_at_their_rate():
+    import time
+
+    async def durations(tool: Calculator, calls: int) -> list[float]:
+        out = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            assert await tool(expression="6 * 7") == "42"
+            out.append(time.perf_counter() - started)
+        return out
+
+    never = asyncio.run(durations(Calculator(slow_rate=0.0, slow_latency_s=0.2), 5))
+    assert max(never) < 0.1
+    always = asyncio.run(durations(Calculator(slow_rate=1.0, slow_latency_s=0.05), 3))
+    assert min(always) >= 0.05
+    some = asyncio.run(durations(Calculator(slow_rate=0.3, slow_latency_s=0.02, seed=0), 40))
+    slow = sum(d >= 0.02 for d in some)
+    assert 4 <= slow <= 20  # 30% of 40, seeded
