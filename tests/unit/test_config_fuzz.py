@@ -1,11 +1,10 @@
 """Config loader fuzz: random command-line overrides either load or fail with one
 line (ConfigError, EnvConfigError or Hydra's composition error), never a stack
-trace. `ASYNCRL_FUZZ_LONG=1` runs 20x the examples (outside CI)."""
+trace. `make fuzz` runs 10x the examples (outside CI)."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,10 +12,10 @@ from hypothesis import strategies as st
 from core.config import Config, ConfigError, validate
 from envs import EnvConfigError, make_env
 from rollout.launch import check_overrides
+from tests.fuzz import fuzz_examples
 from tests.unit.test_config import _compose
 
-LONG = os.environ.get("ASYNCRL_FUZZ_LONG") == "1"
-EXAMPLES = 3000 if LONG else 150
+EXAMPLES = fuzz_examples(150)
 
 
 def _schema_keys(node: object, prefix: str = "") -> list[str]:

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from envs import load_plugins, make_env
+from tests.fuzz import fuzz_examples
 
 _before_plugins = set(gym.registry)
 load_plugins()
@@ -54,7 +55,9 @@ MODEL_OUTPUT = st.lists(
 
 
 @pytest.mark.parametrize("env_id", ["asyncrl/Calculator-v0", "asyncrl/Maze-v0"])
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=fuzz_examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(turns=st.lists(MODEL_OUTPUT, min_size=1, max_size=4))
 def test_random_model_output_never_breaks_the_step_path(env_id, turns):
     env = make_env(env_id)

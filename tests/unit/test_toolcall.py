@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from envs.toolcall import ToolCall, parse_tool_calls
+from tests.fuzz import fuzz_examples
 
 
 def test_single_call_and_prose():
@@ -47,7 +48,7 @@ MARKUP = st.sampled_from(
 )
 
 
-FUZZ_EXAMPLES = 10_000
+FUZZ_EXAMPLES = fuzz_examples(10_000)
 """The issue's bar: at least 10,000 generated turns in every test run."""
 
 JSON_VALUES = st.none() | st.booleans() | st.integers() | st.text(max_size=8)
