@@ -1,18 +1,26 @@
-"""Heavy fixtures, started once per session: the test policy and a running System.
+"""Heavy fixtures, started once per session: the test policy and a running System,
+and `run_on`, which trains that System a few steps on another env.
 
 The test policy is the tiny Qwen3 recipe with a shorter warm-up (its quality
 does not matter here; make run shows learning). It is cached like any other.
+Every training run on the shared System moves its policy on: a test must not
+rely on what earlier runs left it able to do (runs on a tool that always fails
+teach it to skip the tool, for one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from core.config import Config, TinyModelConfig
+from core.config import Config, EnvConfig, LoggerConfig, TinyModelConfig
 
 TEST_TINY = TinyModelConfig(demos=600, warmup_steps=40)
 LOGPROB_TOLERANCE = 2e-3
@@ -52,6 +60,7 @@ def small_run_config(run_dir: Path, **changes) -> Config:
     cfg.buffer.groups_per_batch = 2
     cfg.rollout.max_tokens_per_turn = 32
     cfg.logger.run_dir = str(run_dir)
+    cfg.learner.startup_timeout_s = 300.0  # ~20 s here; a hang fails in minutes, not ten
     cfg.logger.wandb.enabled = False
     cfg.logger.progress = False
     for dotted, value in changes.items():
@@ -95,3 +104,44 @@ def running_system(ray_cluster, tiny_policy, tmp_path_factory, event_loop_runner
     system = event_loop_runner(System.start(cfg, tiny_policy))
     yield system, cfg
     event_loop_runner(system.shutdown())
+
+
+@contextmanager
+def pools_of(system: Any, env: EnvConfig) -> Iterator[None]:
+    """The System's env pools swapped for one pool of `env` (same vLLM workers,
+    same learner); the original pools are back afterwards."""
+    import ray
+
+    from orchestrator.system import _create_pool
+
+    saved = list(system.pools)
+    cfg = copy.deepcopy(system.cfg)
+    cfg.env = env
+    system.pools[:] = [_create_pool(cfg, system.model_path, system.workers, 0)]
+    try:
+        yield
+    finally:
+        for pool in system.pools:
+            ray.kill(pool)
+        system.pools[:] = saved
+
+
+def run_on(
+    system: Any, base_cfg: Config, env: EnvConfig, steps: int, run_dir: Path, runner: Callable
+) -> Any:
+    """Train the shared System `steps` steps on `env` through the normal controller
+    loop; returns the RunState. The lock policy stays the System's own."""
+    from core.metrics import MetricsLogger
+    from orchestrator.controller import train
+
+    cfg = copy.deepcopy(base_cfg)
+    cfg.env = env
+    cfg.trainer.total_steps = steps
+    cfg.logger.run_dir = str(run_dir)
+    logger = MetricsLogger(LoggerConfig(run_dir=str(run_dir), plot_every=0))
+    logger.cfg.wandb.enabled = False
+    try:
+        with pools_of(system, env):
+            return runner(train(system, cfg, logger))
+    finally:
+        logger.close()

@@ -4,7 +4,10 @@ Each test trains the shared system a few steps under one `rollout.lock` policy
 and checks, on every trajectory the learner received, the versions of its
 tokens turn by turn:
 - trajectory: one version per trajectory, while versions advance across the run;
-- turn: one version per turn, and some trajectory whose turns differ;
+- turn: one version per turn, and some trajectory whose turns differ (on
+  ScriptedTurns, whose episodes outlast a training step whatever the policy has
+  become: calculator episodes shrink to one turn once earlier runs on the shared
+  system taught the policy to skip the tool);
 - none: versions never go backwards inside a trajectory (the mid-generation
   case is pinned down on one engine in test_rollout_engines).
 """
@@ -13,9 +16,17 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import LoggerConfig
+from core.config import EnvConfig, LoggerConfig
 from core.metrics import MetricsLogger
 from orchestrator.controller import RunState, train
+from tests.integration.conftest import run_on
+
+SLOW_TURNS = {
+    "id": "tests.integration.scripted_turns:ScriptedTurnsEnv",
+    "kwargs": {"turns": 4, "reply_s": 3.0},
+}
+"""Episodes of four turns 3 s apart: a publish lands between turns of some trajectory
+as long as a training step (1-5 s here) is shorter than those 9 s."""
 
 
 def _train(system, cfg, lock: str, run, tmp_path) -> RunState:
@@ -56,7 +67,11 @@ def test_turn_lock_one_version_per_turn_changing_between_turns(
     running_system, event_loop_runner, tmp_path
 ):
     system, cfg = running_system
-    state = _train(system, cfg, "turn", event_loop_runner, tmp_path)
+    cfg.rollout.lock = "turn"
+    env = EnvConfig(**SLOW_TURNS, group_size=cfg.env.group_size)
+    state = run_on(system, cfg, env, cfg.trainer.total_steps, tmp_path, event_loop_runner)
+    multi_turn = [r for r in state.trained if len(r.turn_versions) > 1]
+    assert len(multi_turn) >= len(state.trained) / 2, "turns cut at max_tokens end episodes"
     for record in state.trained:
         assert all(len(turn) == 1 for turn in record.turn_versions), record
     spanning = [r for r in state.trained if len({t[0] for t in r.turn_versions}) > 1]
