@@ -11,7 +11,7 @@ EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install run chaos test test-unit lint format clean
+.PHONY: install run chaos bench fuzz test test-unit lint format clean
 
 install: $(STAMP)
 
@@ -35,6 +35,18 @@ run: install
 CHAOS_ARGS ?=
 chaos: install
 	$(PY) -m orchestrator.chaos $(CHAOS_ARGS)
+
+# Every benchmark in bench/ one after the other (~25 min on 2 CPU cores; resumable:
+# what is done at this commit is skipped), then bench/RESULTS.md and bench/plots/*.png;
+# exits 1 if any failed. `$(PY) -m bench.run_all --fresh` reruns all, `--only NAME`.
+bench: install
+	$(PY) -m bench.run_all
+
+# The hypothesis fuzzers (tool-call parser, config overrides, env step path) at 10x
+# their CI example counts: 100k parser inputs, 1.5k configs, 2k episodes per env.
+fuzz: install
+	ASYNCRL_FUZZ_LONG=1 $(PY) -m pytest -q tests/unit/test_toolcall.py \
+		tests/unit/test_config_fuzz.py tests/unit/test_registry.py
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

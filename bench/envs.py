@@ -1,7 +1,8 @@
 """Environment-plane benchmark: many concurrent episodes, env and loop overhead
 only (not a test).
 
-    python -m bench.envs [--episodes 10000] [--pools 2]
+    python -m bench.envs [--episodes 10000] [--pools 2] [--json PATH]
+    python -m bench.envs --sweep 1000,4000,10000 [--pools 2] [--json PATH]
 
 `--episodes` calculator episodes run at once across `--pools` EnvPool actors,
 through the real agent loop and router, against a policy actor that answers
@@ -12,6 +13,11 @@ time per turn, p50/p99 wall time of an env step and of a turn's round trip to
 the policy (with thousands of episodes per event loop these include queueing),
 the peak memory of the env pools per concurrent episode, and the share of
 episodes that scored.
+
+`--sweep` runs several scales one after the other in one Ray session (fresh
+pools and policy each) and ends with a table of them side by side, with each
+scale's episodes/s relative to the smallest. `--json PATH` also writes the
+numbers (bench.record).
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ import argparse
 import asyncio
 import re
 import statistics
-import threading
 import time
 from pathlib import Path
 
 import psutil
 
+from bench.record import write_json
+from bench.sampling import PeriodicSampler
 from core.config import Config, EnvConfig, RolloutConfig, TinyModelConfig
 from orchestrator.bootstrap import ensure_tiny_policy
 from orchestrator.system import start_ray
@@ -68,13 +75,52 @@ def main() -> None:
         TinyModelConfig(), Path("~/.cache/asyncrl/models").expanduser(), "tiny-qwen3"
     )
     start_ray(Config())
-    result = asyncio.run(_run(model, args.episodes, args.pools))
-    print(f"\nenv benchmark: {args.episodes} concurrent episodes over {args.pools} env pools")
-    for name, value in result:
-        print(f"  {name:<44} {value}")
+    scales = [int(n) for n in args.sweep.split(",")] if args.sweep else [args.episodes]
+    results = []
+    for episodes in scales:
+        result = asyncio.run(_run(model, episodes, args.pools))
+        results.append(result)
+        print(f"\nenv benchmark: {episodes} concurrent episodes over {args.pools} env pools")
+        for name, value in _rows(result):
+            print(f"  {name:<44} {value}")
+    if len(results) > 1:
+        _print_sweep(results)
+    write_json(args.json, "envs", {"pools": args.pools, "scales": results})
 
 
-async def _run(model: str, episodes: int, pools: int) -> list[tuple[str, str]]:
+def _print_sweep(results: list[dict[str, float]]) -> None:
+    base = results[0]["episodes_per_s"]
+    print(f"\nenv-pool scale ({len(results)} scales, episodes/s relative to the smallest)")
+    print(
+        f"  {'concurrent':>10} {'episodes/s':>10} {'x smallest':>10} "
+        f"{'CPU/turn ms':>11} {'KiB/episode':>11}"
+    )
+    for r in results:
+        print(
+            f"  {r['episodes']:>10.0f} {r['episodes_per_s']:>10.0f} "
+            f"{r['episodes_per_s'] / base:>9.2f}x {r['cpu_ms_per_turn']:>11.2f} "
+            f"{r['memory_kib_per_episode']:>11.0f}"
+        )
+
+
+def _rows(r: dict[str, float]) -> list[tuple[str, str]]:
+    return [
+        ("episodes/s", f"{r['episodes_per_s']:.0f}  ({r['episodes']:.0f} in {r['wall_s']:.1f}s)"),
+        ("env pool CPU per turn (env step, loop, Ray)", f"{r['cpu_ms_per_turn']:.2f} ms"),
+        (
+            "env step wall p50 / p99 (queueing included)",
+            f"{_fmt_ms(r['env_step_ms_p50'])} / {_fmt_ms(r['env_step_ms_p99'])} ms",
+        ),
+        (
+            "turn round trip to the policy p50 / p99",
+            f"{_fmt_ms(r['round_trip_ms_p50'])} / {_fmt_ms(r['round_trip_ms_p99'])} ms",
+        ),
+        ("env pool memory per concurrent episode", f"{r['memory_kib_per_episode']:.0f} KiB"),
+        ("episodes answered correctly", f"{r['scored']:.1%}"),
+    ]
+
+
+async def _run(model: str, episodes: int, pools: int) -> dict[str, float]:
     import ray
 
     from rollout.envpool import EnvPool, GroupSpec
@@ -109,30 +155,33 @@ async def _run(model: str, episodes: int, pools: int) -> list[tuple[str, str]]:
     scored = sum(t.reward >= 1.0 for t in trajectories) / len(trajectories)
     for actor in [*actors, policy]:
         ray.kill(actor)
-    return [
-        ("episodes/s", f"{len(trajectories) / wall:.0f}  ({len(trajectories)} in {wall:.1f}s)"),
-        ("env pool CPU per turn (env step, loop, Ray)", f"{cpu / turns * 1000:.2f} ms"),
-        (
-            "env step wall p50 / p99 (queueing included)",
-            f"{_ms(env_steps, 50)} / {_ms(env_steps, 99)} ms",
-        ),
-        (
-            "turn round trip to the policy p50 / p99",
-            f"{_ms(round_trips, 50)} / {_ms(round_trips, 99)} ms",
-        ),
-        (
-            "env pool memory per concurrent episode",
-            f"{(peak.peak - baseline) / len(trajectories) * 1024:.0f} KiB",
-        ),
-        ("episodes answered correctly", f"{scored:.1%}"),
-    ]
+    return {
+        "episodes": float(len(trajectories)),
+        "wall_s": wall,
+        "episodes_per_s": len(trajectories) / wall,
+        "turns": float(turns),
+        "cpu_s": cpu,
+        "cpu_ms_per_turn": cpu / turns * 1000,
+        "env_step_ms_p50": _ms(env_steps, 50),
+        "env_step_ms_p99": _ms(env_steps, 99),
+        "round_trip_ms_p50": _ms(round_trips, 50),
+        "round_trip_ms_p99": _ms(round_trips, 99),
+        "memory_baseline_mib": baseline,
+        "memory_peak_mib": peak.peak,
+        "memory_kib_per_episode": (peak.peak - baseline) / len(trajectories) * 1024,
+        "scored": scored,
+    }
 
 
-def _ms(values: list[float], percentile: int) -> str:
+def _ms(values: list[float], percentile: int) -> float:
+    """The percentile in milliseconds (nan without values)."""
     if not values:
-        return "n/a"
-    cut = statistics.quantiles(values, n=100, method="inclusive")[percentile - 1]
-    return f"{cut * 1000:.1f}"
+        return float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[percentile - 1] * 1000
+
+
+def _fmt_ms(value: float) -> str:
+    return "n/a" if value != value else f"{value:.1f}"
 
 
 def _cpu_s(pids: list[int]) -> float:
@@ -157,22 +206,18 @@ def _pss_mib(pids: list[int]) -> float:
 
 
 class _PeakMemory:
-    """Samples the pools' PSS every 0.2 s in a thread and keeps the peak."""
+    """The peak PSS of the pools, sampled every 0.2 s until stopped."""
 
     def __init__(self, pids: list[int]):
         self.pids = pids
         self.peak = _pss_mib(pids)
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        self._sampler = PeriodicSampler(self._take, 0.2)
 
-    def _sample(self) -> None:
-        while not self._stopping.wait(0.2):
-            self.peak = max(self.peak, _pss_mib(self.pids))
+    def _take(self) -> None:
+        self.peak = max(self.peak, _pss_mib(self.pids))
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join()
+        self._sampler.stop()
 
 
 def _parse() -> argparse.Namespace:
@@ -181,6 +226,10 @@ def _parse() -> argparse.Namespace:
     )
     parser.add_argument("--episodes", type=int, default=10_000)
     parser.add_argument("--pools", type=int, default=2)
+    parser.add_argument(
+        "--sweep", default=None, help="comma-separated scales, e.g. 1000,4000,10000"
+    )
+    parser.add_argument("--json", default=None, help="also write the results here as JSON")
     return parser.parse_args()
 
 

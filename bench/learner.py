@@ -1,13 +1,14 @@
 """Learner benchmark: training tokens/s in fp32, bf16 and fp8, side by side in one
 run (not a test).
 
-    python -m bench.learner [--steps 4] [--model PATH]
+    python -m bench.learner [--steps 4] [--model PATH] [--json PATH]
 
 Each precision gets a fresh 1-rank DeepSpeed learner (a Ray actor, the real
 path) on the same synthetic batches: one warm-up step, then `--steps` timed
 steps. Printed: tokens/s per precision and the ratio to fp32. On a CPU the
 fp8 figure is for the record (float8 matmuls are emulated); its speed-up needs
 a GPU with FP8 tensor cores, where the same command reports fp8/bf16.
+`--json PATH` also writes the rates (bench.record).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import random
 from pathlib import Path
 
+from bench.record import write_json
 from core.config import Config, TinyModelConfig
 from core.types import Batch, Group, Trajectory
 from orchestrator.bootstrap import ensure_tiny_policy
@@ -37,6 +39,17 @@ def main() -> None:
     for precision, rate in rates.items():
         print(f"  {precision:<5} {rate:8.0f} tokens/s   {rate / rates['fp32']:.2f}x fp32")
     print(f"  fp8 / bf16: {rates['fp8'] / rates['bf16']:.2f}x")
+    write_json(
+        args.json,
+        "learner",
+        {
+            "model": model,
+            "steps": args.steps,
+            "tokens_per_s": rates,
+            "over_fp32": {p: rate / rates["fp32"] for p, rate in rates.items()},
+            "fp8_over_bf16": rates["fp8"] / rates["bf16"],
+        },
+    )
 
 
 async def _tokens_per_s(cfg: Config, model: str, precision: str, steps: int) -> float:
@@ -78,6 +91,7 @@ def _parse() -> argparse.Namespace:
     )
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--model", default=None, help="checkpoint directory (default: tiny policy)")
+    parser.add_argument("--json", default=None, help="also write the results here as JSON")
     return parser.parse_args()
 
 

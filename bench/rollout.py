@@ -1,6 +1,6 @@
 """Rollout-plane benchmark: ratios measured side by side in one run (not a test).
 
-    python -m bench.rollout [--episodes 32] [--model PATH]
+    python -m bench.rollout [--episodes 32] [--model PATH] [--json PATH]
 
 1. agent loop vs raw vLLM: generated tokens/s of asyncrl's multi-turn agent loop
    (run_episode over an Engine: env steps, chat codec, trajectory building)
@@ -17,6 +17,8 @@
    time; the Router's least-outstanding-tokens placement against round robin:
    token skew (max/mean per worker) and the time to finish everything
    (both policies run twice, alternating, after a warm-up; means reported).
+
+`--json PATH` also writes the numbers behind every printed line (bench.record).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.record import write_json
 from core.chat import ChatCodec
 from core.config import SpeculativeConfig, TinyModelConfig
 from envs import make_env
@@ -61,18 +64,32 @@ def main() -> None:
         TinyModelConfig(), Path("~/.cache/asyncrl/models").expanduser(), "tiny-qwen3"
     )
     codec = _codec(model)
-    rows = asyncio.run(_all(model, codec, args.episodes))
+    values: dict[str, float] = {}
+    rows = asyncio.run(_all(model, codec, args.episodes, values))
     print(f"\nrollout benchmark ({model})")
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
+    write_json(args.json, "rollout", {"model": model, "episodes": args.episodes, **values})
 
 
-async def _all(model: str, codec: ChatCodec, episodes: int) -> list[tuple[str, str]]:
+async def _all(
+    model: str, codec: ChatCodec, episodes: int, values: dict[str, float]
+) -> list[tuple[str, str]]:
+    """The printed rows; `values` receives the numbers behind them."""
     rows: list[tuple[str, str]] = []
     engine = await _engine(model, core=0)
     try:
         agent, raw, burst = await _agent_vs_raw(engine, codec, episodes)
+        values |= {
+            "agent_tokens_per_s": agent.per_s,
+            "raw_tokens_per_s": raw.per_s,
+            "agent_over_raw": agent.per_s / raw.per_s,
+            "raw_burst_tokens_per_s": burst.per_s,
+            "agent_tokens": float(agent.tokens),
+            "agent_seconds": agent.seconds,
+            "raw_seconds": raw.seconds,
+        }
         rows += [
             ("agent loop tokens/s", f"{agent.per_s:.0f}"),
             ("raw vLLM generate tokens/s, same turn order", f"{raw.per_s:.0f}"),
@@ -83,6 +100,11 @@ async def _all(model: str, codec: ChatCodec, episodes: int) -> list[tuple[str, s
         engine.shutdown()
     off, on, stats = await _speculation(model, codec)
     for n in (1, 8):
+        values |= {
+            f"spec_on_tokens_per_s_{n}": on[n].per_s,
+            f"spec_off_tokens_per_s_{n}": off[n].per_s,
+            f"spec_on_over_off_{n}": on[n].per_s / off[n].per_s,
+        }
         rows.append(
             (
                 f"ngram spec on/off decode tokens/s, {n} in flight",
@@ -97,7 +119,9 @@ async def _all(model: str, codec: ChatCodec, episodes: int) -> list[tuple[str, s
             f"{1 + stats['spec_accepted'] / max(1, stats['spec_steps']):.2f} tokens per step",
         )
     )
-    rows += await _placement(model)
+    values["spec_acceptance_rate"] = stats["spec_accepted"] / max(1, stats["spec_drafted"])
+    values["spec_mean_accepted_length"] = 1 + stats["spec_accepted"] / max(1, stats["spec_steps"])
+    rows += await _placement(model, values)
     return rows
 
 
@@ -202,7 +226,7 @@ async def _decode(
     return await _timed(lambda: asyncio.gather(*[lane() for _ in range(in_flight)]))
 
 
-async def _placement(model: str) -> list[tuple[str, str]]:
+async def _placement(model: str, values: dict[str, float]) -> list[tuple[str, str]]:
     """Long-tailed request lengths over two engines: Router vs round robin."""
     rng = random.Random(0)
     lengths = [min(600, int(rng.lognormvariate(3.5, 1.0)) + 8) for _ in range(96)]
@@ -220,6 +244,11 @@ async def _placement(model: str) -> list[tuple[str, str]]:
         results = {name: _means(values) for name, values in runs.items()}
         for name, (skew, seconds) in results.items():
             rows.append((f"placement skew / makespan, {name}", f"{skew:.2f} / {seconds:.1f}s"))
+            key = name.replace(" ", "_")
+            values |= {f"placement_skew_{key}": skew, f"placement_makespan_s_{key}": seconds}
+        values["makespan_round_robin_over_router"] = (
+            results["round robin"][1] / results["router"][1]
+        )
         rows.append(
             (
                 "makespan round robin / router",
@@ -320,6 +349,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument(
         "--model", default=None, help="checkpoint directory (default: the tiny policy)"
     )
+    parser.add_argument("--json", default=None, help="also write the results here as JSON")
     return parser.parse_args()
 
 
