@@ -1,4 +1,4 @@
-"""Short real runs on the library's envs and on a flaky tool, on the shared system.
+"""Short real runs on the library's envs and on a flaky env, on the shared system.
 
 Each run swaps the system's env pools for pools of another env (same vLLM
 workers, same learner) and trains through the normal controller loop, so every
