@@ -14,6 +14,7 @@ by the plugin path as `tests.integration.scripted_turns:ScriptedTurnsEnv`.
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 import gymnasium as gym
@@ -30,6 +31,9 @@ class ScriptedTurnsEnv(gym.Env):
         self.turns = turns
         self.reply_s = reply_s
         self.failure_rate = failure_rate
+        self._faults = random.Random()
+        """Independent of the episode seed, as a real outage is: a group shares its
+        task seed, and a fault drawn from it would hit every member and every re-run."""
         self.observation_space = chat_space()
         self.action_space = AnyText()
         self._turn = 0
@@ -47,7 +51,7 @@ class ScriptedTurnsEnv(gym.Env):
         self._turn += 1
         self._chars += len(action)
         reply = {"role": "user", "content": f"Turn {self._turn} noted. Next."}
-        if self.np_random.random() < self.failure_rate:
+        if self._faults.random() < self.failure_rate:
             return (reply,), 0.0, True, False, {"failure": "scripted service unavailable"}
         done = self._turn >= self.turns
         reward = 1 - min(self._chars, 400) / 400 if done else 0.0  # varies, so groups train
