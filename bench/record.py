@@ -35,14 +35,21 @@ LIBRARIES = {
 }
 
 
+OUTPUTS = (":(exclude)bench/results", ":(exclude)bench/plots", ":(exclude)bench/RESULTS.md")
+
+
 def git_commit() -> tuple[str, bool]:
-    """(HEAD commit, whether the working tree has uncommitted changes)."""
+    """(HEAD commit, whether the working tree has uncommitted changes).
+
+    The benchmarks' own outputs do not count: `make bench` writes them as it goes,
+    and every benchmark after the first would otherwise see a changed tree.
+    """
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *OUTPUTS],
             cwd=ROOT,
             capture_output=True,
             text=True,
