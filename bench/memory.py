@@ -32,8 +32,8 @@ import psutil
 
 from bench.record import write_json
 from bench.sampling import PeriodicSampler
+from orchestrator.resources import GIB, tree_memory
 
-GIB = float(1 << 30)
 RUN_DIR = Path("runs/bench-memory")
 
 
@@ -97,28 +97,19 @@ def main() -> None:
 
 def tree_sample(root_pid: int) -> dict[str, Any] | None:
     """PSS and RSS of `root_pid` and all its descendants, by process name."""
-    try:
-        root = psutil.Process(root_pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.Error:
+    tree = tree_memory(root_pid)
+    if not tree:
         return None
-    pss = rss = 0
     by_process: dict[str, float] = defaultdict(float)
-    counted = 0
-    for process in processes:
+    for process, info in tree:
         try:
-            info = process.memory_full_info()
-            name = _name(process)
+            by_process[_name(process)] += info.pss / GIB
         except psutil.Error:
             continue
-        counted += 1
-        pss += info.pss
-        rss += info.rss
-        by_process[name] += info.pss / GIB
     return {
-        "pss_gib": pss / GIB,
-        "rss_gib": rss / GIB,
-        "processes": counted,
+        "pss_gib": sum(info.pss for _, info in tree) / GIB,
+        "rss_gib": sum(info.rss for _, info in tree) / GIB,
+        "processes": len(tree),
         "by_process": dict(by_process),
     }
 

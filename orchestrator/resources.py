@@ -8,17 +8,30 @@ counted once per process.
 
 from __future__ import annotations
 
+from typing import Any
+
 import psutil
 
 GIB = float(1 << 30)
 
 
-def tree_memory_gib() -> float:
-    root = psutil.Process()
-    total = 0
-    for process in [root, *root.children(recursive=True)]:
+def tree_memory(root_pid: int | None = None) -> list[tuple[psutil.Process, Any]]:
+    """(process, its psutil memory_full_info) for `root_pid` (this process by
+    default) and every descendant still there to be read."""
+    try:
+        root = psutil.Process(root_pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+    found = []
+    for process in processes:
         try:
-            total += process.memory_full_info().pss
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            found.append((process, process.memory_full_info()))
+        except psutil.Error:
             continue
-    return total / GIB
+    return found
+
+
+def tree_memory_gib() -> float:
+    """PSS of this process's whole tree (the run), in GiB."""
+    return sum(info.pss for _, info in tree_memory()) / GIB
