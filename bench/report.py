@@ -306,7 +306,7 @@ def _async_vs_sync(r: dict[str, Any]) -> Rendered:
         ("peak memory, GiB", "peak_memory_gib", 2),
     ]
     rows = [[label, *(_num(r[name][key], d) for name in names)] for label, key, d in measures]
-    served_by_run = r.get("served_staleness_by_run", {"async": r["served_staleness"]})
+    served_by_run = r["served_staleness_by_run"]
     served = [
         f"{_run_label(name, r)}: "
         + (", ".join(f"{k} behind: {v}" for k, v in sorted(counts.items())) or "n/a")
