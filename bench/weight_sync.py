@@ -45,7 +45,7 @@ from bench.record import write_json
 from core.config import TinyModelConfig
 from core.shm import DEFAULT_ROOT, remove_snapshot, write_snapshot
 from learner.bootstrap import TinyArchitecture
-from orchestrator.bootstrap import ensure_tiny_policy
+from orchestrator.bootstrap import cached_build, ensure_tiny_policy
 from rollout.engine import Engine
 
 CACHE = Path("~/.cache/asyncrl/models").expanduser()
@@ -94,22 +94,17 @@ def ensure_model(name: str, arch: TinyArchitecture) -> str:
     tokenizer_dir = ensure_tiny_policy(TinyModelConfig(), CACHE, "tiny-qwen3")
     recipe = json.dumps({"arch": dataclasses.asdict(arch), "tokenizer": tokenizer_dir})
     target = CACHE / f"bench-sync-{name}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
-    if (target / "READY").exists():
-        return str(target)
-    from transformers import AutoTokenizer
 
-    from learner.bootstrap import build_model
+    def build(staging: Path) -> None:
+        from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    model = build_model(tokenizer, arch, seed=0)
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    (target / "READY").write_text(recipe)
-    return str(target)
+        from learner.bootstrap import build_model
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        build_model(tokenizer, arch, seed=0).save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+
+    return cached_build(target, build)
 
 
 async def _measure(model_path: str, updates: int) -> dict[str, Any]:

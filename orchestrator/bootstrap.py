@@ -17,7 +17,9 @@ import hashlib
 import json
 import logging
 import random
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,19 +48,33 @@ def tiny_policy_dir(tiny: TinyModelConfig, cache_dir: Path, name: str) -> Path:
 def ensure_tiny_policy(tiny: TinyModelConfig, cache_dir: Path, name: str) -> str:
     """The cached tiny policy's directory, building it first if needed."""
     target = tiny_policy_dir(tiny, cache_dir, name)
+    return cached_build(target, lambda staging: _build_tiny_policy(tiny, staging))
+
+
+def cached_build(target: Path, build: Callable[[Path], None]) -> str:
+    """`target`, built once by `build(staging_dir)` and moved into place whole.
+
+    Builders of the same target wait for each other on a lock file beside it; a
+    build that died half-way (no READY marker) is thrown away and redone.
+    """
     ready = target / "READY"
     if ready.exists():
         return str(target)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / f".{target.name}.lock", "w") as lock:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another run may be building the same model
         if not ready.exists():
-            _build_tiny_policy(tiny, target)
+            staging = target.with_name(target.name + ".partial")
+            for leftover in (staging, target):
+                shutil.rmtree(leftover, ignore_errors=True)
+            staging.mkdir()
+            build(staging)
+            staging.rename(target)
             ready.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
     return str(target)
 
 
-def _build_tiny_policy(tiny: TinyModelConfig, target: Path) -> None:
+def _build_tiny_policy(tiny: TinyModelConfig, staging: Path) -> None:
     import torch
 
     from envs import make_env
@@ -72,7 +88,7 @@ def _build_tiny_policy(tiny: TinyModelConfig, target: Path) -> None:
     )
 
     started = time.perf_counter()
-    log.info("building the tiny policy %s (cached for later runs)", target.name)
+    log.info("building the tiny policy %s (cached for later runs)", staging.stem)
     env = make_env(DEMO_ENV)
     rng = random.Random(tiny.seed)
     first_seed = 10**9 + tiny.seed * tiny.demos  # away from the seeds RL tasks use
@@ -107,13 +123,11 @@ def _build_tiny_policy(tiny: TinyModelConfig, target: Path) -> None:
     )
     losses = sft_warmup(model, examples, settings, tokenizer.pad_token_id)
     torch.set_num_threads(threads)
-    staging = target.with_name(target.name + ".partial")
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     (staging / "bootstrap.json").write_text(
         json.dumps({"recipe": dataclasses.asdict(tiny), "final_loss": losses[-1]}, indent=2)
     )
-    staging.rename(target)
     log.info(
         "tiny policy ready in %.0fs: %d parameters, warm-up loss %.3f",
         time.perf_counter() - started,
