@@ -8,6 +8,7 @@ a key or a wrong type fails at start-up with the key's name, not deep in a run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 
@@ -165,18 +166,41 @@ ALGORITHM_NAMES = ("grpo", "gspo", "dapo", "ppo")
 """The names learner.algos.ALGORITHMS defines (checked by a unit test)."""
 
 
+class AdvantageStd(StrEnum):
+    """Which standard deviation divides group-centred rewards."""
+
+    SAMPLE = "sample"
+    """Bessel-corrected (n-1), as verl and TRL compute it."""
+    POPULATION = "population"
+    """Divided by n: advantages smaller by sqrt((n-1)/n) (0.94 at n=8)."""
+
+
 @dataclass
 class AlgoConfig:
     name: str = "grpo"
-    """grpo | gspo (sequence-level ratio) | dapo (clip-higher, token-mean) | ppo
-    (clipped surrogate, leave-one-out baseline; no critic)."""
+    """grpo | gspo (sequence-level ratio) | dapo (clip-higher, token-mean, dynamic
+    sampling, overlong shaping: conf/algo/dapo.yaml) | ppo (clipped surrogate,
+    leave-one-out baseline; no critic)."""
     clip_eps: float | None = None
-    """Lower clip of the ratio; None takes the algorithm's own (0.2; GSPO 3e-4)."""
+    """Lower clip of the ratio (1 - clip_eps); None takes the algorithm's own (0.2;
+    GSPO 3e-4). Independent of clip_eps_high."""
     clip_eps_high: float | None = None
-    """Upper clip (DAPO's clip-higher); None takes the algorithm's own."""
+    """Upper clip of the ratio (1 + clip_eps_high, DAPO's clip-higher); None takes the
+    algorithm's own (0.2; DAPO 0.28; GSPO 4e-4). Independent of clip_eps."""
+    clip_ratio_c: float | None = 3.0
+    """Dual-clip (verl's clip_ratio_c): a token with negative advantage loses at most
+    clip_ratio_c * |A|, however large its ratio (a stale or mismatched token cannot
+    blow up the loss). Must be > 1; None turns it off."""
+    log_ratio_clamp: float = 20.0
+    """|log ratio| is clamped to this before exp (verl clamps at 20): a token whose
+    learner and behavior logprobs differ wildly gives a finite ratio."""
     normalize_std: bool = True
     """Divide group-centred rewards by the group's std (GRPO); False is Dr. GRPO."""
+    adv_std: AdvantageStd = AdvantageStd.SAMPLE
+    """sample (default: what verl and TRL compute, so runs compare) | population."""
     entropy_coef: float = 0.0
+    """Entropy bonus: the loss gets -entropy_coef * (token entropy), with its gradient.
+    0 computes entropy for the metric only, without a graph."""
     loss_agg: str | None = None
     """token-mean | seq-mean-token-mean | seq-mean-token-sum; None: the algorithm's."""
     off_policy: str = "behavior"
@@ -184,12 +208,22 @@ class AlgoConfig:
     behavior: the PPO ratio is taken against the engine's behavior logprobs;
     tis: decoupled PPO (ratio against the learner's own logprobs before the
     update) times the importance weight pi_learner/pi_behavior truncated at is_cap;
-    mis: the same, but tokens whose weight lies outside [1/is_cap, is_cap] are masked."""
+    mis: the same, but tokens whose weight lies outside [1/is_cap, is_cap] are masked
+    and leave the loss's denominators too (token-mean: the batch's kept tokens,
+    counted by one extra forward pass without a graph; seq-mean-*: each sequence's)."""
     is_cap: float = 2.0
     kl_coef: float = 0.0
     """Penalty on KL(current || reference), the reference being the initial policy
     (k3 estimator per token). Off by default: it costs a frozen copy of the model
     and a forward pass per micro-batch."""
+    overlong_buffer: int = 0
+    """DAPO's soft overlong punishment: the last `overlong_buffer` tokens before
+    overlong_max_tokens cost reward linearly, up to -overlong_penalty at the limit
+    (0: off). The length is a trajectory's longest turn (its generated tokens)."""
+    overlong_penalty: float = 1.0
+    """The reward lost by a turn that reaches overlong_max_tokens."""
+    overlong_max_tokens: int | None = None
+    """The turn length the shaping counts toward; None: rollout.max_tokens_per_turn."""
 
 
 @dataclass
@@ -318,6 +352,28 @@ def validate(cfg: Config) -> None:
             "algo.loss_agg must be token-mean, seq-mean-token-mean or seq-mean-token-sum",
         ),
         (cfg.algo.is_cap > 1.0, "algo.is_cap must be > 1"),
+        (
+            cfg.algo.clip_ratio_c is None or cfg.algo.clip_ratio_c > 1.0,
+            "algo.clip_ratio_c (dual-clip) must be > 1, or null to turn it off",
+        ),
+        (cfg.algo.log_ratio_clamp > 0.0, "algo.log_ratio_clamp must be > 0"),
+        (
+            cfg.algo.overlong_buffer >= 0 and cfg.algo.overlong_penalty >= 0.0,
+            "algo.overlong_buffer and algo.overlong_penalty must be >= 0",
+        ),
+        (
+            cfg.algo.overlong_buffer
+            < (cfg.algo.overlong_max_tokens or cfg.rollout.max_tokens_per_turn),
+            "algo.overlong_buffer must be below the turn limit it counts toward "
+            "(algo.overlong_max_tokens, else rollout.max_tokens_per_turn)",
+        ),
+        (
+            cfg.rollout.top_p == 1.0,
+            "rollout.top_p < 1 truncates the engine's sampling distribution, so its "
+            "behavior logprobs are of the truncated distribution while the learner's are "
+            "of the full one (temperature only): every off-policy correction would be "
+            "biased. Set rollout.top_p=1",
+        ),
         (cfg.algo.kl_coef >= 0.0, "algo.kl_coef must be >= 0"),
         (cfg.trainer.checkpoint_every >= 0, "trainer.checkpoint_every must be >= 0"),
         (cfg.buffer.replay_ratio >= 1, "buffer.replay_ratio must be >= 1"),
@@ -355,6 +411,15 @@ def validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def learner_algo(cfg: Config) -> AlgoConfig:
+    """`cfg.algo` with the defaults it takes from the rest of the config filled in
+    (the overlong shaping counts toward rollout.max_tokens_per_turn unless set)."""
+    import dataclasses
+
+    limit = cfg.algo.overlong_max_tokens or cfg.rollout.max_tokens_per_turn
+    return dataclasses.replace(cfg.algo, overlong_max_tokens=limit)
 
 
 def register_configs() -> None:

@@ -46,7 +46,7 @@ class MicroBatch:
     routing: torch.Tensor | None = None
     """[B, T, layers, k] the engine's experts for each input position (R3)."""
     routing_mask: torch.Tensor | None = None
-    """[B, T] where `routing` is known (generated tokens of samples that carry it)."""
+    """[B, T] where `routing` is known: every position of a sample the engine reported."""
 
     @property
     def num_tokens(self) -> int:
@@ -65,7 +65,7 @@ def collect_samples(batch: Batch, algorithm: Algorithm) -> list[Sample]:
                 "processor run on Trajectory.images for pixel values); this learner trains "
                 "on text only"
             )
-        advantages = algorithm.advantages([t.reward for t in members])
+        advantages = algorithm.advantages([algorithm.shaped_reward(t) for t in members])
         for traj, advantage in zip(members, advantages, strict=True):
             samples.append(
                 Sample(

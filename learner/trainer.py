@@ -23,7 +23,7 @@ from core.config import AlgoConfig, LearnerConfig
 from core.shm import WeightSnapshot, write_snapshot
 from core.types import Batch
 from learner.algos import PolicyInputs, make_algorithm
-from learner.batching import MicroBatch, collect_samples, plan_micro_batches
+from learner.batching import MicroBatch, Sample, collect_samples, plan_micro_batches
 from learner.routing_replay import RoutingReplay
 
 log = logging.getLogger(__name__)
@@ -129,9 +129,11 @@ class Trainer:
             self.algorithm.loss_agg,
         )
         sums: dict[str, float] = {}
+        own = plan[self.rank.rank :: self.rank.world_size]
+        kept_scale = self._kept_scale(own, samples)
         self.engine.train()
-        for micro in plan[self.rank.rank :: self.rank.world_size]:
-            self._accumulate(micro, sums)
+        for micro in own:
+            self._accumulate(micro, sums, kept_scale)
         self.engine.step()
         self.version += 1
         metrics = self._reduce(sums)
@@ -147,7 +149,9 @@ class Trainer:
         )
         return metrics
 
-    def _accumulate(self, micro: MicroBatch | None, sums: dict[str, float]) -> None:
+    def _accumulate(
+        self, micro: MicroBatch | None, sums: dict[str, float], kept_scale: float
+    ) -> None:
         if micro is None:
             micro = self._empty_micro_batch()
         logprobs, entropy = self._token_logprobs(micro)
@@ -162,6 +166,7 @@ class Trainer:
                 entropy=entropy[mask],
                 sequence_ids=rows[mask],
                 reference_logprobs=None if self.reference is None else self._reference(micro)[mask],
+                kept_scale=kept_scale,
             )
         )
         # Weights sum to 1 over the whole batch on all ranks, and DeepSpeed averages
@@ -181,13 +186,32 @@ class Trainer:
             logits = self.engine(
                 input_ids=micro.input_ids, attention_mask=micro.attention_mask, use_cache=False
             ).logits[:, :-1]
-        logits = logits.float() / self.temperature
-        log_norm = torch.logsumexp(logits, dim=-1)
-        logprobs = logits.gather(-1, micro.targets.unsqueeze(-1)).squeeze(-1) - log_norm
-        with torch.no_grad():
-            probs = torch.softmax(logits, dim=-1)
-            entropy = log_norm - (probs * logits).sum(-1)
-        return logprobs, entropy
+        return token_logprobs(
+            logits, micro.targets, self.temperature, entropy_grad=bool(self.algorithm.entropy_coef)
+        )
+
+    @torch.no_grad()
+    def _kept_scale(self, own: list[MicroBatch | None], samples: list[Sample]) -> float:
+        """All loss tokens / tokens the loss keeps, over the whole batch. Only MIS with
+        token-mean needs it (its mask is decided by the forward pass, and the batch's
+        denominator must be known before the first backward): one extra forward pass
+        per micro-batch, without a graph. Everything else: 1."""
+        if not (self.algorithm.masks_tokens and self.algorithm.loss_agg == "token-mean"):
+            return 1.0
+        kept = 0.0
+        self.engine.eval()
+        for micro in own:
+            micro = micro or self._empty_micro_batch()  # ZeRO-3 gathers on every rank
+            logprobs, _ = self._token_logprobs(micro)
+            mask = micro.loss_mask.bool()
+            kept += float(self.algorithm.kept(logprobs[mask], micro.behavior_logprobs[mask]).sum())
+        total = torch.tensor([kept], dtype=torch.float64)
+        if self.rank.world_size > 1:
+            import deepspeed.comm as dist
+
+            dist.all_reduce(total)
+        tokens = sum(sum(s.loss_mask) for s in samples)
+        return tokens / max(float(total[0]), 1.0)
 
     @torch.no_grad()
     def _reference(self, micro: MicroBatch) -> torch.Tensor:
@@ -231,6 +255,7 @@ class Trainer:
             "entropy": "learner/entropy",
             "is_weight": "learner/is_weight_mean",
             "is_masked": "learner/is_masked_frac",
+            "dual_clipped": "learner/dual_clip_frac",
             "kl_reference": "learner/kl_reference",
         }
         for key, value in total.items():
@@ -355,6 +380,22 @@ class Trainer:
         import deepspeed
 
         return deepspeed.zero.GatheredParameters(list(self.engine.module.parameters()))
+
+
+def token_logprobs(
+    logits: torch.Tensor, targets: torch.Tensor, temperature: float, entropy_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each target's logprob under softmax(logits / temperature), and the entropy of
+    that distribution at each position: with its gradient when `entropy_grad` (an
+    entropy bonus must reach the weights), as a detached metric otherwise (no graph,
+    no extra memory)."""
+    logits = logits.float() / temperature
+    log_norm = torch.logsumexp(logits, dim=-1)
+    logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_norm
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        probs = torch.softmax(logits, dim=-1)
+        entropy = log_norm - (probs * logits).sum(-1)
+    return logprobs, entropy if entropy_grad else entropy.detach()
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

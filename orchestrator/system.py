@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config import Config
+from core.config import Config, learner_algo
 from core.shm import DEFAULT_ROOT, WeightSnapshot, remove_snapshot
 from core.types import Batch
 from core.waits import bounded
@@ -305,7 +305,7 @@ def _create_learners(cfg: Config, model_path: str) -> list[Any]:
         actor.options(num_cpus=0, name=None).remote(
             model_path,
             cfg.learner,
-            cfg.algo,
+            learner_algo(cfg),
             cfg.rollout.temperature,
             rank,
             cfg.learner.num_ranks,

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from core.config import ALGORITHM_NAMES, AlgoConfig
+from core.config import ALGORITHM_NAMES, AdvantageStd, AlgoConfig
 from learner.algos import ALGORITHMS, PolicyInputs, make_algorithm
 from learner.algos.base import aggregation_weights, group_normalized, leave_one_out
 
@@ -30,7 +30,7 @@ def test_config_names_every_algorithm():
 
 
 def test_gspo_ratio_is_the_length_normalised_sequence_ratio():
-    gspo = make_algorithm(AlgoConfig(name="gspo", clip_eps=10.0))  # no clipping here
+    gspo = make_algorithm(AlgoConfig(name="gspo", clip_eps=10.0, clip_eps_high=10.0))  # no clip
     # sequence 0: log ratios 0.2, -0.1 (mean 0.05); sequence 1: 0.3 (mean 0.3)
     logp, behavior = [-1.0, -2.0, -0.5], [-1.2, -1.9, -0.8]
     weights = aggregation_weights([2, 1], "seq-mean-token-mean")
@@ -134,8 +134,13 @@ def test_kl_penalty_to_the_reference_hand_computed():
 
 
 def test_group_advantages_hand_computed():
-    # rewards 1, 0, 0, 1: mean 0.5, population std 0.5
-    assert group_normalized([1, 0, 0, 1], True) == pytest.approx([1, -1, -1, 1], abs=1e-5)
+    # rewards 1, 0, 0, 1: mean 0.5, sample std sqrt(1/3) (the default), population std 0.5
+    sample = 0.5 / math.sqrt(1 / 3)
+    assert group_normalized([1, 0, 0, 1], True) == pytest.approx(
+        [sample, -sample, -sample, sample], abs=1e-5
+    )
+    population = group_normalized([1, 0, 0, 1], True, AdvantageStd.POPULATION)
+    assert population == pytest.approx([1, -1, -1, 1], abs=1e-5)
     assert group_normalized([1, 0, 0, 1], False) == pytest.approx([0.5, -0.5, -0.5, 0.5])
     assert group_normalized([3, 3, 3], True) == [0.0, 0.0, 0.0]
 

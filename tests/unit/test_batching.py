@@ -23,7 +23,8 @@ def test_failed_trajectories_are_left_out_of_group_baselines():
         "g", "e", 0, [_traj(0, 3, 2, 1.0), _traj(1, 3, 2, 0.0), _traj(2, 3, 2, 5.0, Status.FAILED)]
     )
     samples = collect_samples(Batch([group], 0), make_algorithm(AlgoConfig()))
-    assert [s.advantage for s in samples] == pytest.approx([1.0, -1.0], abs=1e-5)
+    # rewards 1, 0: sample std 1/sqrt(2), so advantages +-1/sqrt(2)
+    assert [s.advantage for s in samples] == pytest.approx([0.5**0.5, -(0.5**0.5)], abs=1e-5)
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
