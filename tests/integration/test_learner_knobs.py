@@ -1,0 +1,109 @@
+"""Loss knobs through a real DeepSpeed rank (Ray actor, gloo): the entropy bonus moves
+the weights on its own, and MIS takes masked tokens out of the token-mean denominator
+across micro-batches.
+
+Batches are built on the learner's own logprobs (behavior = what the learner computes
+for the same tokens), so the ratio and the importance weight are 1 except where a
+test shifts the behavior logprobs on purpose.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from core.shm import read_snapshot
+from core.types import Batch, Group, Trajectory
+from orchestrator.system import LearnerGroup
+from tests.integration.conftest import small_run_config
+
+
+def _on_policy_batch(run, group, rewards: list[list[float]], masked_reward=None) -> Batch:
+    """Groups of random sequences whose behavior logprobs are the learner's own; the
+    generated tokens of trajectories with reward `masked_reward` get behavior
+    logprobs 3 nats above the learner's (importance weight e^-3: outside MIS's band)."""
+    rng = random.Random(0)
+    groups = []
+    for g, group_rewards in enumerate(rewards):
+        trajectories = []
+        for i, reward in enumerate(group_rewards):
+            prompt = [rng.randrange(5, 300) for _ in range(12)]
+            generated = [rng.randrange(5, 300) for _ in range(rng.randrange(6, 12))]
+            own = run(group.logprobs(prompt + generated))[len(prompt) - 1 :]
+            shift = 3.0 if reward == masked_reward else 0.0
+            t = Trajectory(f"{g}/{i}", str(g), "synthetic", g, len(prompt))
+            t.append(prompt, generated=False)
+            t.append(generated, True, [lp + shift for lp in own], [0] * len(generated))
+            t.reward = reward
+            trajectories.append(t)
+        groups.append(Group(str(g), "synthetic", g, trajectories))
+    return Batch(groups, 0)
+
+
+def _weights(run, group, directory, version) -> dict[str, torch.Tensor]:
+    snapshot = run(group.export_weights(directory, version))
+    return {name: tensor.clone() for name, tensor in read_snapshot(snapshot)}
+
+
+def _largest_change(before, after) -> float:
+    return max(float((after[k] - before[k]).abs().max()) for k in before)
+
+
+ZERO_ADVANTAGE = [[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]]
+
+
+def test_entropy_bonus_moves_the_weights_when_advantages_are_zero(
+    ray_cluster, tiny_policy, tmp_path, event_loop_runner
+):
+    run = event_loop_runner
+    cfg = small_run_config(tmp_path)
+    cfg.algo.entropy_coef = 0.05
+    group = run(LearnerGroup.start(cfg, tiny_policy))
+    try:
+        before = _weights(run, group, tmp_path / "w", 0)
+        metrics = run(group.train_step(_on_policy_batch(run, group, ZERO_ADVANTAGE)))
+        after = _weights(run, group, tmp_path / "w", 1)
+    finally:
+        group.kill()
+    assert metrics["learner/grad_norm"] > 0
+    assert _largest_change(before, after) > 1e-5  # one Adam step at lr 2e-4 moves ~2e-4
+
+
+def test_mis_counts_only_kept_tokens_across_micro_batches(
+    ray_cluster, tiny_policy, tmp_path, event_loop_runner
+):
+    run = event_loop_runner
+    cfg = small_run_config(tmp_path)
+    cfg.algo.off_policy = "mis"
+    cfg.learner.micro_batch_tokens = 60  # ~2 sequences per micro-batch: several of them
+    group = run(LearnerGroup.start(cfg, tiny_policy))
+    try:
+        # Without an entropy bonus, zero advantages leave the weights exactly where they
+        # were (the control for the test above).
+        before = _weights(run, group, tmp_path / "w", 0)
+        run(group.train_step(_on_policy_batch(run, group, ZERO_ADVANTAGE)))
+        assert _largest_change(before, _weights(run, group, tmp_path / "w", 1)) == 0.0
+
+        # Reward-0 trajectories are masked whole; the kept ones have advantage +a.
+        rewards = [[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]]
+        batch = _on_policy_batch(run, group, rewards, masked_reward=0.0)
+        metrics = run(group.train_step(batch))
+    finally:
+        group.kill()
+    advantages = {}
+    for g in batch.groups:
+        values = torch.tensor(g.rewards, dtype=torch.float64)
+        normalized = (values - values.mean()) / (values.std() + 1e-6)
+        advantages |= {t.trajectory_id: float(a) for t, a in zip(g.trajectories, normalized)}
+    kept = [t for t in batch.trajectories if t.reward == 1.0]
+    kept_tokens = sum(t.num_generated for t in kept)
+    all_tokens = sum(t.num_generated for t in batch.trajectories)
+    # ratio 1 and importance weight 1 on kept tokens: the loss is -mean_kept(A)
+    expected = -sum(advantages[t.trajectory_id] * t.num_generated for t in kept) / kept_tokens
+    assert metrics["learner/micro_batches"] >= 3
+    assert metrics["learner/is_masked_frac"] == pytest.approx(1 - kept_tokens / all_tokens)
+    assert metrics["learner/loss"] == pytest.approx(expected, rel=1e-3)
+    # with masked tokens left in the denominator it would be smaller by kept/all
+    assert abs(metrics["learner/loss"] - expected * kept_tokens / all_tokens) > 0.1
