@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from core.types import Batch
+from core.types import Batch, RoutedExperts
 from learner.algos.base import Algorithm, aggregation_weights
 
 
@@ -27,8 +28,8 @@ class Sample:
     staleness: int
     weight: float = 0.0
     """Per-token loss weight from the batch's aggregation (set by the plan)."""
-    routed_experts: list[list[list[int]]] | None = None
-    """Per generated token, per MoE layer, the experts the engine used (R3)."""
+    routed_experts: RoutedExperts | None = None
+    """Per token, per MoE layer, the experts the engine used (R3), None where unknown."""
 
 
 @dataclass
@@ -147,21 +148,36 @@ def collate(samples: list[Sample], pad_id: int) -> MicroBatch:
 def collate_routing(
     samples: list[Sample], width: int
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The recorded experts at the positions of each sample's generated tokens
-    (None when no sample carries routing)."""
-    carrying = [s for s in samples if s.routed_experts]
+    """The engine's experts at every position whose routing is known, and that mask
+    ([B, T, layers, k], [B, T]; None when no sample carries routing).
+
+    Every known position is replayed, prompt and observation positions included:
+    through attention each position's hidden state feeds the logits of every later
+    one, so a position left to the learner's own router changes the loss of the
+    generated tokens after it. Unknown positions (the last token, padding) route
+    themselves."""
+    carrying = [s.routed_experts for s in samples if s.routed_experts is not None]
     if not carrying:
         return None, None
-    layers, k = len(carrying[0].routed_experts[0]), len(carrying[0].routed_experts[0][0])
+    layers, k = carrying[0].num_layers, carrying[0].top_k
     routing = torch.zeros((len(samples), width, layers, k), dtype=torch.long)
     known = torch.zeros((len(samples), width), dtype=torch.bool)
     for row, sample in enumerate(samples):
-        if not sample.routed_experts:
+        routed = sample.routed_experts
+        if routed is None:
             continue
-        positions = [i for i, m in enumerate(sample.loss_mask) if m]
-        if len(positions) != len(sample.routed_experts):
-            raise ValueError("routed experts must have one entry per generated token")
-        index = torch.tensor(positions)
-        routing[row, index] = torch.tensor(sample.routed_experts, dtype=torch.long)
-        known[row, index] = True
+        if (routed.num_layers, routed.top_k) != (layers, k):
+            raise ValueError(
+                f"routing of {routed.num_layers} layers x top-{routed.top_k} beside "
+                f"{layers} x top-{k} in one micro-batch"
+            )
+        if len(routed.rows) != len(sample.tokens):
+            raise ValueError(f"{len(routed.rows)} routing rows for {len(sample.tokens)} tokens")
+        positions = routed.known
+        if not positions:
+            continue
+        data = b"".join(routed.rows[i] for i in positions)
+        experts = np.frombuffer(data, dtype=routed.dtype).reshape(len(positions), layers, k)
+        routing[row, positions] = torch.from_numpy(experts.astype(np.int64))
+        known[row, positions] = True
     return routing, known

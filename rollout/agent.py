@@ -14,6 +14,11 @@ prompt the engine reports back (checked to extend what was recorded), while
 every request keeps sending the compact ids. Text-only episodes take none of
 this path: their ids are recorded as rendered, as before.
 
+MoE routing (R3): each turn asks the engine for the routing of every position
+from the first one the trajectory has none for, and records the rows on the
+positions they cover, so `Trajectory.routed_experts` ends with one row per token
+(prompt, observation and generated), the last token's unknown (never run).
+
 Which engine serves a turn is the caller's business (see envpool/router); this
 module knows envs, the codec and the Generation record, nothing about Ray.
 """
@@ -28,7 +33,7 @@ from typing import Any, Protocol
 import gymnasium as gym
 
 from core.chat import ChatCodec, Rendered
-from core.types import Status, Trajectory, Turn
+from core.types import RoutedExperts, Status, Trajectory, Turn
 from envs import astep
 from rollout.engine import Generation, SamplingSpec
 
@@ -91,11 +96,12 @@ async def run_episode(
             break  # the conversation filled the context: truncated
         asked = time.perf_counter()
         try:
-            served = await context.generate(generate, _sampling(spec, budget, codec))
+            sampling = _sampling(spec, budget, codec, _routing_frontier(traj))
+            served = await context.generate(generate, sampling)
+            turn = _record_turn(traj, served, time.perf_counter() - asked)
         except TokenMismatch as exc:
             status, info = Status.FAILED, {"failure": str(exc)}
             break
-        turn = _record_turn(traj, served, time.perf_counter() - asked)
         context.extend(served.generation.token_ids)
         if served.generation.finish_reason == "abort":
             status = Status.ABORTED
@@ -182,13 +188,22 @@ class _EngineContext:
             self.traj.turns[-1].num_observation += len(ids)
 
 
-def _sampling(spec: EpisodeSpec, budget: int, codec: ChatCodec) -> SamplingSpec:
+def _sampling(
+    spec: EpisodeSpec, budget: int, codec: ChatCodec, routing_start: int = 0
+) -> SamplingSpec:
     return SamplingSpec(
         max_tokens=budget,
         temperature=spec.temperature,
         top_p=spec.top_p,
         stop_token_ids=tuple(codec.stop_token_ids),
+        routed_experts_start=routing_start,
     )
+
+
+def _routing_frontier(traj: Trajectory) -> int:
+    """The first position the trajectory has no routing for (0 before any): the
+    engine reports rows from there, so no position is sent twice."""
+    return 0 if traj.routed_experts is None else traj.routed_experts.frontier
 
 
 def _record_turn(traj: Trajectory, served: Served, seconds: float) -> Turn:
@@ -209,9 +224,29 @@ def _record_turn(traj: Trajectory, served: Served, seconds: float) -> Turn:
     )
     traj.turns.append(turn)
     traj.lock_broken = traj.lock_broken or served.moved
-    if generation.routed_experts is not None:
-        traj.routed_experts = (traj.routed_experts or []) + generation.routed_experts
+    _record_routing(traj, generation)
     return turn
+
+
+def _record_routing(traj: Trajectory, generation: Generation) -> None:
+    """Place the turn's routing rows on the positions they cover (prompt,
+    observations and generated ids of this call, all but its last token); rows for
+    positions an earlier call reported are dropped, the earlier rows stay."""
+    routed = generation.routed_experts
+    if routed is None:
+        return
+    start, end = generation.routed_experts_start, generation.routed_experts_start + len(routed)
+    if end != len(traj.tokens) - 1:
+        raise TokenMismatch(
+            f"routing rows for positions [{start}, {end}) do not end at the last token of "
+            f"a {len(traj.tokens)}-token trajectory"
+        )
+    if traj.routed_experts is None:
+        _, layers, top_k = routed.shape
+        traj.routed_experts = RoutedExperts(
+            layers, top_k, routed.dtype.name, [None] * len(traj.tokens)
+        )
+    traj.routed_experts.place(start, [row.tobytes() for row in routed])
 
 
 def _finish(

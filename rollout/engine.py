@@ -18,10 +18,13 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.images import decode_png
 from core.shm import WeightSnapshot
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,10 @@ class SamplingSpec:
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
     """Generate exactly max_tokens (benchmarks and tests of mid-generation updates)."""
+    routed_experts_start: int = 0
+    """With routed experts on: the prompt positions before this one already have
+    their routing (earlier turns), so the engine reports rows from here on (vLLM's
+    `routed_experts_prompt_start`, vllm/sampling_params.py:436-442)."""
 
 
 @dataclass
@@ -88,8 +95,16 @@ class Generation:
     num_prompt_tokens: int
     num_cached_tokens: int = 0
     seconds: float = 0.0
-    routed_experts: list[list[list[int]]] | None = None
-    """Per generated token, per MoE layer, the experts the engine routed it to."""
+    routed_experts: np.ndarray | None = None
+    """The routing vLLM reported, as it reported it: [rows, MoE layers, top-k] expert
+    ids, uint8 (<= 256 experts) or uint16
+    (vllm/model_executor/layers/fused_moe/routed_experts_capturer.py:67-68). Row j
+    is the routing of the forward that ran position `routed_experts_start + j` of
+    prompt + generated ids as input; the rows run up to, not including, the last
+    token (sampled, never run: vllm/distributed/aux_output_connector/connector.py:
+    116-133), so there are P + G - 1 - start of them. See `_reported_routing`."""
+    routed_experts_start: int = 0
+    """The position of the first routing row (the request's `routed_experts_start`)."""
     prompt_ids: list[int] | None = None
     """The prompt as the engine ran it, reported for requests with images: vLLM
     expands each image token into the image's placeholder tokens. (A text prompt
@@ -199,6 +214,8 @@ class Engine:
             detokenize=False,
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
+        if self.return_routed_experts:
+            params.routed_experts_prompt_start = spec.routed_experts_start
         request_id = f"r{next(self._ids)}"
         started = time.perf_counter()
         self._begin(spec.max_tokens)
@@ -214,7 +231,8 @@ class Engine:
             return Generation([], [], [], "abort", len(prompt_ids), seconds=timeout_s)
         finally:
             self._end(spec.max_tokens)
-        generation = self._to_generation(final, time.perf_counter() - started)
+        routing_start = spec.routed_experts_start if self.return_routed_experts else 0
+        generation = self._to_generation(final, time.perf_counter() - started, routing_start)
         if images:
             generation.prompt_ids = list(final.prompt_token_ids)
         self._count_speculation(final.outputs[0])
@@ -316,14 +334,14 @@ class Engine:
             raise EngineError(f"request {request_id} produced no output")
         return final
 
-    def _to_generation(self, final: Any, seconds: float) -> Generation:
+    def _to_generation(self, final: Any, seconds: float, routing_start: int = 0) -> Generation:
         completion = final.outputs[0]
         token_ids = list(completion.token_ids)
         logprobs = [
             float(entry[token].logprob)
             for token, entry in zip(token_ids, completion.logprobs or [], strict=True)
         ]
-        return Generation(
+        generation = Generation(
             token_ids=token_ids,
             logprobs=logprobs,
             versions=_expand_versions(completion.weight_versions, len(token_ids)),
@@ -331,8 +349,11 @@ class Engine:
             num_prompt_tokens=len(final.prompt_token_ids or []),
             num_cached_tokens=int(final.num_cached_tokens or 0),
             seconds=seconds,
-            routed_experts=_generated_routing(completion, len(final.prompt_token_ids or [])),
         )
+        generation.routed_experts, generation.routed_experts_start = _reported_routing(
+            final, routing_start
+        )
+        return generation
 
     def _count_speculation(self, completion: Any) -> None:
         metrics = getattr(completion, "spec_decode_metrics", None)
@@ -371,14 +392,44 @@ def _prompt(prompt_ids: list[int], images: Sequence[bytes] | None) -> Any:
     )
 
 
-def _generated_routing(completion: Any, num_prompt: int) -> list[list[list[int]]] | None:
-    """The routed experts of the generated tokens ([token][layer][k]), if reported.
-    vLLM reports them for the whole sequence; the prompt's rows come first."""
+def _reported_routing(final: Any, start: int) -> tuple[np.ndarray | None, int]:
+    """The routing rows of a finished request and the position of the first, checked
+    against vLLM 0.32's layout; (None, 0) when it reported none.
+
+    What the installed vLLM does (paths under vllm/):
+    - The scheduler starts a request's rows at min(routed_experts_prompt_start, P)
+      (distributed/aux_output_connector/connector.py:71-77) and each step hands
+      back rows up to, not including, the request's last token
+      (connector.py:116-133); the output processor concatenates the steps' rows
+      on the final output only (v1/engine/output_processor.py:466-468, 728-731).
+      So P prompt and G generated tokens give P + G - 1 - start rows.
+    - Prefix-cached positions are present: the worker reads their rows back from
+      its store of rows saved per KV block hash when the block was computed
+      (aux_output_connector/worker.py:253-287), and fails if the store evicted
+      them (store.py:209-217); the store is emptied with the prefix cache
+      (v1/core/sched/scheduler.py:2880-2881, connector.py:156-161), which
+      `update_weights` clears.
+    - Speculative decoding: rows of rejected drafts are dropped before they are
+      emitted (aux_output_connector/worker.py:222-228); tokens cut after a stop
+      string lose their rows too (output_processor.py:852-853).
+    - Preemption: the request's capture state is dropped (scheduler.py:1587-1593)
+      and restarts emitting at its last token (connector.py:76), so rows already
+      returned are not repeated and the count above still holds.
+    Anything else means the rows cannot be placed on tokens: EngineError, never a
+    guess."""
+    completion = final.outputs[0]
     routed = getattr(completion, "routed_experts", None)
     if routed is None:
-        return None
-    rows = routed.tolist()
-    return rows[num_prompt:] if len(rows) > len(completion.token_ids) else rows
+        return None, 0
+    num_prompt = len(final.prompt_token_ids or [])
+    expected = num_prompt + len(completion.token_ids) - 1 - start
+    if routed.ndim != 3 or len(routed) != expected:
+        raise EngineError(
+            f"vLLM reported routing of shape {tuple(routed.shape)} for {num_prompt} prompt and "
+            f"{len(completion.token_ids)} generated tokens from position {start}; its layout "
+            f"has {expected} rows [rows, layers, top-k] (P + G - 1 - start)"
+        )
+    return routed, start
 
 
 def _expand_versions(spans: Any, num_tokens: int) -> list[int]:

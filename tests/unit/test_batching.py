@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from core.config import AlgoConfig
-from core.types import Batch, Group, Status, Trajectory
+from core.types import Batch, Group, RoutedExperts, Status, Trajectory
 from learner.algos import make_algorithm
 from learner.batching import collect_samples, plan_micro_batches
 
@@ -40,9 +41,17 @@ def test_plan_respects_budget_and_weights_sum_to_one(world):
     assert sum(m.num_tokens for m in real) == sum(t.num_generated for t in trajs)
 
 
-def test_routing_lands_on_the_generated_positions_of_samples_that_carry_it():
-    carrying = _traj(0, 3, 2, 1.0)
-    carrying.routed_experts = [[[1, 2]], [[3, 0]]]  # 2 generated tokens, 1 layer, top-2
+def _routing(rows: list[list[list[int]] | None], dtype: str = "uint8") -> RoutedExperts:
+    """Token-aligned routing from per-token [layer][k] expert ids (None: unknown)."""
+    shape = next(np.array(r).shape for r in rows if r is not None)
+    data = [None if r is None else np.array(r, dtype=dtype).tobytes() for r in rows]
+    return RoutedExperts(shape[0], shape[1], dtype, data)
+
+
+def test_routing_lands_on_every_known_position_prompt_included():
+    carrying = _traj(0, 3, 2, 1.0)  # 3 prompt + 2 generated; the last was never run
+    known = [[[1, 2], [0, 3]], [[3, 0], [1, 2]], [[2, 3], [3, 1]], [[0, 2], [2, 0]]]
+    carrying.routed_experts = _routing([*known, None], dtype="uint16")
     plain = _traj(1, 4, 2, 0.0)
     samples = collect_samples(
         Batch([Group("g", "e", 0, [carrying, plain])], 0), make_algorithm(AlgoConfig())
@@ -52,13 +61,48 @@ def test_routing_lands_on_the_generated_positions_of_samples_that_carry_it():
         len(s.tokens): row for row, s in enumerate(sorted(samples, key=lambda s: len(s.tokens)))
     }
     row = rows[5]
-    assert micro.routing.shape == (2, 6, 1, 2)
-    assert micro.routing_mask[row].tolist() == [False, False, False, True, True, False]
-    assert micro.routing[row, 3, 0].tolist() == [1, 2] and micro.routing[row, 4, 0].tolist() == [
+    assert micro.routing.shape == (2, 6, 2, 2)  # [B, T, layers, k], padded to 6
+    assert micro.routing_mask[row].tolist() == [True, True, True, True, False, False]
+    assert micro.routing[row, :4].tolist() == known
+    assert not micro.routing[row, 4:].any()
+    assert not micro.routing_mask[rows[6]].any()
+
+
+def test_unknown_positions_inside_a_sample_are_left_to_the_learner():
+    """A position no call reported (here the middle one) is masked out, and the rows
+    after it still land on their own positions."""
+    traj = _traj(0, 2, 2, 1.0)
+    traj.routed_experts = _routing([[[1, 2]], None, [[3, 0]], None])
+    samples = collect_samples(
+        Batch([Group("g", "e", 0, [traj, _traj(1, 2, 2, 0.0)])], 0), make_algorithm(AlgoConfig())
+    )
+    (micro,) = plan_micro_batches(samples, token_budget=100, world_size=1, pad_id=0)
+    row = next(i for i, s in enumerate(samples) if s.routed_experts is not None)
+    assert micro.routing_mask[row].tolist() == [True, False, True, False]
+    assert micro.routing[row, 0, 0].tolist() == [1, 2] and micro.routing[row, 2, 0].tolist() == [
         3,
         0,
     ]
-    assert not micro.routing_mask[rows[6]].any()
+
+
+def test_routing_of_another_shape_in_one_micro_batch_is_refused():
+    a, b = _traj(0, 2, 2, 1.0), _traj(1, 2, 2, 0.0)
+    a.routed_experts = _routing([[[1, 2]], [[1, 2]], [[1, 2]], None])
+    b.routed_experts = _routing([[[1, 2, 3]], [[1, 2, 3]], [[1, 2, 3]], None])
+    samples = collect_samples(Batch([Group("g", "e", 0, [a, b])], 0), make_algorithm(AlgoConfig()))
+    with pytest.raises(ValueError, match="in one micro-batch"):
+        plan_micro_batches(samples, token_budget=100, world_size=1, pad_id=0)
+
+
+def test_trajectory_keeps_one_routing_row_per_token():
+    traj = _traj(0, 2, 2, 1.0)
+    with pytest.raises(ValueError, match="rows for 4 tokens"):
+        Trajectory(**{**vars(traj), "routed_experts": _routing([[[1, 2]], None])})
+    traj.routed_experts = _routing([[[1, 2]], [[1, 2]], [[1, 2]], None])
+    traj.append([5, 6], generated=False)  # an observation arrives: unknown until run
+    assert traj.routed_experts.rows[4:] == [None, None] and traj.routed_experts.frontier == 3
+    with pytest.raises(ValueError, match="bytes"):
+        traj.routed_experts.place(3, [b"\x01"])
 
 
 def test_no_routing_when_no_sample_carries_it():
