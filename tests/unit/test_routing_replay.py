@@ -1,11 +1,14 @@
 """Routing replay (R3) on a tiny Qwen3-MoE: exact when replaying the learner's own
-routing, different experts when replaying a different one, router still learns."""
+routing (also through the token-aligned trajectory layout and the learner's
+collation), different experts when replaying a different one, router still learns."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from core.types import RoutedExperts
+from learner.batching import Sample, collate
 from learner.routing_replay import RoutingReplay
 from tests.tiny_models import tiny_moe
 
@@ -80,3 +83,60 @@ def test_wrong_layer_count_is_one_clear_error(moe, ids):
     with pytest.raises(ValueError, match="MoE layers"):
         with replay.replaying(torch.zeros(ids.numel(), 5, TOP_K), torch.ones(ids.numel())):
             pass
+
+
+def _samples(lengths: list[int], prompt: int) -> list[Sample]:
+    rng = torch.Generator().manual_seed(2)
+    samples = []
+    for n in lengths:
+        tokens = torch.randint(1, 128, (n,), generator=rng).tolist()
+        samples.append(Sample(tokens, [0] * prompt + [1] * (n - prompt), [0.0] * n, 1.0, 0))
+    return samples
+
+
+def _token_aligned(experts: torch.Tensor, n: int) -> RoutedExperts:
+    """The engine's layout on a trajectory: rows for all but the last token."""
+    rows = [experts[t].to(torch.uint8).numpy().tobytes() for t in range(n - 1)]
+    return RoutedExperts(LAYERS, TOP_K, "uint8", [*rows, None])
+
+
+def _replayed_logits(moe, replay, micro) -> torch.Tensor:
+    rows, width, layers, k = micro.routing.shape
+    with replay.replaying(micro.routing.view(rows * width, layers, k), micro.routing_mask.view(-1)):
+        return moe(input_ids=micro.input_ids, attention_mask=micro.attention_mask).logits
+
+
+def test_the_learners_own_routing_through_the_batch_layout_is_bit_exact(moe):
+    """Routing recorded per input position, carried token-aligned on samples of
+    different lengths and collated back (padding and all): every logit of every
+    position comes back bit for bit; the same rows one position off do not."""
+    replay = RoutingReplay(moe)
+    samples = _samples([9, 14, 11], prompt=5)
+    micro = collate(samples, pad_id=0)
+    with replay.recording() as recorded:
+        reference = moe(input_ids=micro.input_ids, attention_mask=micro.attention_mask).logits
+    own = torch.stack(recorded, dim=1).view(len(samples), -1, LAYERS, TOP_K)  # [B, T, L, k]
+    for row, sample in enumerate(samples):
+        sample.routed_experts = _token_aligned(own[row], len(sample.tokens))
+    micro = collate(samples, pad_id=0)
+    assert torch.equal(_replayed_logits(moe, replay, micro), reference)
+    for row, sample in enumerate(samples):  # one position late: misaligned rows
+        sample.routed_experts = _token_aligned(own[row, 1:], len(sample.tokens))
+    assert not torch.equal(_replayed_logits(moe, replay, collate(samples, pad_id=0)), reference)
+
+
+def test_prompt_positions_routing_reaches_the_generated_tokens_logits(moe):
+    """Why prompt positions are replayed too: other experts at the prompt alone
+    change the logits that score the generated tokens."""
+    replay = RoutingReplay(moe)
+    (sample,) = _samples([12], prompt=6)
+    micro = collate([sample], pad_id=0)
+    with replay.recording() as recorded:
+        reference = moe(input_ids=micro.input_ids).logits
+    own = torch.stack(recorded, dim=1)  # [T, L, k]
+    other = own.clone()
+    other[:6] = (own[:6] + 1) % EXPERTS
+    sample.routed_experts = _token_aligned(other, 12)
+    logits = _replayed_logits(moe, replay, collate([sample], pad_id=0))
+    generated = slice(5, 11)  # positions whose logits score generated tokens 6..11
+    assert not torch.allclose(logits[0, generated], reference[0, generated])
