@@ -296,7 +296,15 @@ class SupervisorConfig:
     health_timeout_s: float = 30.0
     """A worker that does not answer within this is treated as dead (hung)."""
     max_restarts: int = 3
-    """Replacements of one worker (or env pool) before its circuit breaker opens."""
+    """Replacements of one worker (or env pool) before its circuit breaker opens;
+    also how often one task's group may be declared lost before the run stops."""
+    group_deadline_s: float = 900.0
+    """A group awaited longer than this is declared lost (its call cancelled, its
+    trajectories `lost` in the ledger, `fault/groups_lost`) and its task re-run; its
+    env pool is replaced if it does not answer a health ping within health_timeout_s.
+    Keep it above env.episode_timeout_s (600): a pool times its own episodes out
+    there and returns the group, so only a pool that is stuck, or a call that went
+    astray, gets this far; the 300 s beyond leave room for a busy pool's event loop."""
 
 
 @dataclass

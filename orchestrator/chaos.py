@@ -15,7 +15,9 @@ rank, one at a time, per a schedule drawn from the seed; after each kill it wait
   waits for a first checkpoint before it kills the learner, so there is one).
 
 At the end it prints and writes `<run_dir>/chaos.json`: the ledger (counts per
-state, produced, trained, lost, trained beyond `buffer.replay_ratio`), the kills
+state, produced, trained, trained beyond `buffer.replay_ratio`, and what the
+producer's own records leave unaccounted or overdue: `orchestrator.ledger.audit`,
+the check the run's `ledger/unaccounted` metric makes), the kills
 (time, target, how recovered) and the problems; the exit code is 1 when there is
 any. Owns: the kill schedule, the driver, the final accounting and verdict. It
 does not own recovery itself: that is the supervisor's, producer's and System's.
@@ -40,7 +42,7 @@ from typing import Any
 from core.config import Config, ConfigError
 from core.waits import bounded
 from orchestrator.checkpoint import checkpoints_dir, latest
-from orchestrator.ledger import STATES
+from orchestrator.ledger import STATES, Audit
 
 log = logging.getLogger(__name__)
 
@@ -105,21 +107,23 @@ class Kill:
 
 @dataclass
 class Accounts:
-    """The ledger at the end of the run, checked independently of its own stats."""
+    """The ledger at the end of the run, held to the producer's records."""
 
     counts: dict[str, int]
     produced: int
     trained: int
-    lost: list[str]
-    """In flight, but their group neither runs nor waits to re-run: nobody will
-    ever account for them."""
+    unaccounted: list[str]
+    """Issued and never recorded, recorded and never issued, or in flight while
+    their group neither runs nor waits to re-run: nobody will account for them."""
+    overdue: list[str]
+    """In flight in a group awaited past supervisor.group_deadline_s."""
     over_reused: list[str]
     """Trained more times than buffer.replay_ratio."""
     trained_more_than_once: int
 
     @property
     def balanced(self) -> bool:
-        return sum(self.counts.values()) == self.produced and not self.lost
+        return not self.unaccounted and not self.overdue
 
 
 def plan(cfg: ChaosConfig) -> list[PlannedKill]:
@@ -140,19 +144,17 @@ def plan(cfg: ChaosConfig) -> list[PlannedKill]:
     ]
 
 
-def accounts(
-    ledger_state: dict[str, Any], unfinished_seeds: list[int], replay_ratio: int
-) -> Accounts:
+def accounts(ledger_state: dict[str, Any], audit: Audit, replay_ratio: int) -> Accounts:
+    """The final ledger's counts and reuse, and what `audit` (taken with it) found."""
     states: dict[str, str] = ledger_state.get("states", {})
     times: dict[str, int] = ledger_state.get("times_trained", {})
     tally = Counter(states.values())
-    running = set(unfinished_seeds)
-    lost = [t for t, s in states.items() if s == "in_flight" and _seed_of(t) not in running]
     return Accounts(
         counts={state: tally.get(state, 0) for state in STATES},
         produced=len(states),
         trained=sum(1 for n in times.values() if n > 0),
-        lost=sorted(lost),
+        unaccounted=sorted(audit.unaccounted),
+        overdue=sorted(audit.overdue),
         over_reused=sorted(t for t, n in times.items() if n > replay_ratio),
         trained_more_than_once=sum(1 for n in times.values() if n > 1),
     )
@@ -173,15 +175,21 @@ def verdict(
     if books is None:
         problems.append("no final ledger (the run did not finish)")
     else:
-        if books.lost:
-            problems.append(f"{len(books.lost)} trajectories lost, e.g. {books.lost[:3]}")
+        if books.unaccounted:
+            problems.append(
+                f"{len(books.unaccounted)} trajectories unaccounted for, e.g. "
+                f"{books.unaccounted[:3]}"
+            )
+        if books.overdue:
+            problems.append(
+                f"{len(books.overdue)} trajectories overdue (their group was never declared "
+                f"lost), e.g. {books.overdue[:3]}"
+            )
         if books.over_reused:
             problems.append(
                 f"{len(books.over_reused)} trajectories trained beyond the reuse limit, "
                 f"e.g. {books.over_reused[:3]}"
             )
-        if sum(books.counts.values()) != books.produced:
-            problems.append(f"ledger unbalanced: {books.counts} vs {books.produced} produced")
     if len(kills) < kills_wanted:
         problems.append(f"only {len(kills)} of {kills_wanted} kills happened before the run ended")
     problems += [
@@ -313,11 +321,6 @@ async def _until(condition: Callable[[], bool]) -> None:
         await asyncio.sleep(POLL_S)
 
 
-def _seed_of(trajectory_id: str) -> int:
-    """g<seed>[.r<n>]/<index> -> seed."""
-    return int(trajectory_id.split("/")[0][1:].split(".")[0])
-
-
 def report(
     chaos: ChaosConfig,
     cfg: Config,
@@ -327,8 +330,8 @@ def report(
     error: str | None,
 ) -> dict[str, Any]:
     books = (
-        accounts(state.ledger, state.unfinished_seeds, cfg.buffer.replay_ratio)
-        if state is not None and state.ledger
+        accounts(state.ledger, state.audit, cfg.buffer.replay_ratio)
+        if state is not None and state.audit is not None
         else None
     )
     steps_done = len(state.history) if state is not None else 0
@@ -339,7 +342,8 @@ def report(
             "counts": books.counts,
             "produced": books.produced,
             "trained": books.trained,
-            "lost": len(books.lost),
+            "unaccounted": len(books.unaccounted),
+            "overdue": len(books.overdue),
             "trained_beyond_reuse_limit": len(books.over_reused),
             "trained_more_than_once": books.trained_more_than_once,
             "replay_ratio": cfg.buffer.replay_ratio,
@@ -368,7 +372,8 @@ def print_report(summary: dict[str, Any]) -> None:
     if ledger:
         print("ledger: " + ", ".join(f"{s}={n}" for s, n in ledger["counts"].items()))
         print(
-            f"  produced={ledger['produced']} trained={ledger['trained']} lost={ledger['lost']} "
+            f"  produced={ledger['produced']} trained={ledger['trained']} "
+            f"unaccounted={ledger['unaccounted']} overdue={ledger['overdue']} "
             f"trained_beyond_reuse_limit={ledger['trained_beyond_reuse_limit']} "
             f"(replay_ratio={ledger['replay_ratio']}) balanced={ledger['balanced']}"
         )
@@ -421,7 +426,8 @@ def compose(overrides: list[str]) -> Config:
 def parse(argv: list[str]) -> tuple[ChaosConfig, list[str]]:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.chaos",
-        description="A training run while random actors are killed; exit 1 on any loss.",
+        description="A training run while random actors are killed; exit 1 on any "
+        "unaccounted trajectory.",
         epilog="Anything else is a Hydra override of the run, e.g. trainer.total_steps=200.",
     )
     defaults = ChaosConfig()

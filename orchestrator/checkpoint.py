@@ -5,7 +5,8 @@
                                                    policy version, RNG states)
     <run_dir>/checkpoints/step-<n>/controller.pkl  next step, version, task-seed position,
                                                    seeds of groups still in flight,
-                                                   the replay buffer and the ledger
+                                                   the ids issued, the replay buffer
+                                                   and the ledger
     <run_dir>/checkpoints/latest                   the newest complete checkpoint's name
 
 `latest` is written last (atomically), so a run killed while checkpointing
@@ -36,6 +37,10 @@ class ControllerState:
     ledger: dict[str, Any] = field(default_factory=dict)
     reruns: dict[int, int] = field(default_factory=dict)
     """Seed -> times its group was re-run after an environment failure."""
+    losses: dict[int, int] = field(default_factory=dict)
+    """Seed -> times its group was declared lost (its next ids depend on it)."""
+    issued: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Group id -> the trajectory ids the producer issued for it (the ledger's audit)."""
 
 
 def checkpoints_dir(run_dir: str | Path) -> Path:

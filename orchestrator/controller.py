@@ -35,7 +35,7 @@ from orchestrator.checkpoint import (
     step_dir,
     write_controller_state,
 )
-from orchestrator.ledger import Ledger
+from orchestrator.ledger import Audit, Ledger
 from orchestrator.producer import Producer, staleness_bound
 from orchestrator.resources import tree_memory_gib
 from orchestrator.summaries import batch_metrics, fleet_metrics
@@ -67,9 +67,8 @@ class RunState:
     """Every trajectory handed to the learner, with the versions that produced it."""
     ledger: dict[str, Any] = field(default_factory=dict)
     """The ledger's final state (Ledger.state()), taken when the loop has finished."""
-    unfinished_seeds: list[int] = field(default_factory=list)
-    """Task seeds of groups still running or queued to re-run when the loop finished
-    (their trajectories are rightly in flight; any other in-flight one was lost)."""
+    audit: Audit | None = None
+    """The ledger held to the producer's issued ids and live groups, at the same moment."""
 
 
 async def train(
@@ -101,7 +100,7 @@ async def train(
                 progress(step, metrics)
         await run.finish()
         # One synchronous read, so the ledger and the producer agree on what is in flight.
-        state.ledger, state.unfinished_seeds = run.ledger.state(), run.producer.in_flight_seeds()
+        state.ledger, state.audit = run.ledger.state(), run.producer.audit()
     finally:
         run.cancel()
     return state
@@ -176,9 +175,7 @@ class Run:
         metrics |= self.buffer.stats() | self.ledger.stats() | self.supervisor.stats()
         metrics |= fleet_metrics(workers, await self.system.pool_stats())
         metrics |= self.balancer.stats() | self.clock.tick(self.producer.generated_tokens)
-        metrics["fault/pool_restarts"] = float(self.producer.pool_restarts)
-        metrics["fault/group_reruns"] = float(sum(self.producer.reruns.values()))
-        metrics |= self.producer.breaker.stats()
+        metrics |= self.producer.stats()
         metrics["fault/learner_restarts"] = float(self.system.learner_restarts)
         metrics["perf/learner_wait_s"] = learner_wait_s
         metrics["trainer/version"] = float(self.state.version)
@@ -211,6 +208,8 @@ async def checkpoint(
         next_seed=producer.next_seed,
         pending_seeds=producer.in_flight_seeds(),
         reruns=dict(producer.reruns),
+        losses=dict(producer.losses),
+        issued=dict(producer.issued),
         buffer=buffer.state(),
         ledger=producer.ledger.state(),
     )

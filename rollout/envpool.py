@@ -1,6 +1,7 @@
 """EnvPool: a Ray actor running many episodes at once as asyncio tasks.
 
-Each call runs one group: `size` episodes of the same task (same seed), each a
+Each call runs one group: `size` episodes of the same task (same seed), under
+the trajectory ids the caller issued in the GroupSpec, each a
 `run_episode` whose turns are placed on rollout workers by the pool's Router
 (least outstanding tokens, session affinity). A worker that dies mid-turn is
 marked dead and the turn is retried on another worker; the trajectory records
@@ -42,6 +43,19 @@ class GroupSpec:
     group_id: str
     task_seed: int
     size: int
+    trajectory_ids: tuple[str, ...] = ()
+    """The members' ids, issued by the caller (the producer counts them) and used
+    as given; empty: `<group_id>/<index>` for each of the `size` members."""
+
+    def __post_init__(self) -> None:
+        if not self.trajectory_ids:
+            ids = tuple(f"{self.group_id}/{index}" for index in range(self.size))
+            object.__setattr__(self, "trajectory_ids", ids)
+        if len(self.trajectory_ids) != self.size:
+            raise ValueError(
+                f"group {self.group_id}: {len(self.trajectory_ids)} trajectory ids for "
+                f"{self.size} members"
+            )
 
 
 class EnvPool:
@@ -105,7 +119,7 @@ class EnvPool:
         self._lock_broken.update(self.router.add_worker(worker_id))
 
     async def _episode(self, spec: GroupSpec, index: int) -> Trajectory:
-        trajectory_id = f"{spec.group_id}/{index}"
+        trajectory_id = spec.trajectory_ids[index]
         env = (
             self._idle_envs.pop()
             if self._idle_envs

@@ -6,6 +6,7 @@ import pytest
 
 from core.config import ConfigError
 from orchestrator.chaos import Accounts, ChaosConfig, Kill, accounts, plan, verdict
+from orchestrator.ledger import audit
 
 
 def test_schedule_is_a_function_of_the_seed():
@@ -45,26 +46,36 @@ def _ledger(states, times=None):
     return {"states": states, "times_trained": times or {}}
 
 
-def test_accounts_find_lost_and_over_reused_trajectories():
+def test_accounts_use_the_producers_audit_and_find_over_reuse():
     states = {
         "g1/0": "trained",
         "g1/1": "trained",
         "g2/0": "in_flight",  # its group still runs: fine
         "g3.r1/0": "in_flight",  # re-run of g3, queued: fine
-        "g4/0": "in_flight",  # nobody will ever bring it back: lost
+        "g4/0": "in_flight",  # nobody will ever bring it back: unaccounted
         "g5/0": "failed",
+        "g6/0": "lost",  # declared lost, its task run again: accounted
     }
-    books = accounts(_ledger(states, {"g1/0": 1, "g1/1": 2}), [2, 3], replay_ratio=1)
-    assert books.lost == ["g4/0"]
+    issued = {t.split("/")[0]: () for t in states}
+    for t in states:
+        issued[t.split("/")[0]] += (t,)
+    live = {"g2", "g3.r1"}
+    books = accounts(
+        _ledger(states, {"g1/0": 1, "g1/1": 2}), audit(states, issued, live), replay_ratio=1
+    )
+    assert books.unaccounted == ["g4/0"] and books.overdue == []
     assert books.over_reused == ["g1/1"]
     assert books.trained == 2 and books.trained_more_than_once == 1
-    assert books.produced == 6 and books.counts["in_flight"] == 3
+    assert books.produced == 7 and books.counts["in_flight"] == 3 and books.counts["lost"] == 1
     assert not books.balanced
-    assert accounts(_ledger(states, {"g1/1": 2}), [2, 3, 4], replay_ratio=2).balanced
+    fine = audit(states, issued, live | {"g4"})
+    assert accounts(_ledger(states, {"g1/1": 2}), fine, replay_ratio=2).balanced
+    late = audit(states, issued, live | {"g4"}, overdue_groups={"g2"})
+    assert accounts(_ledger(states), late, replay_ratio=1).overdue == ["g2/0"]
 
 
-def _books(lost=(), over=()):
-    return Accounts({"trained": 4}, 4, 4, list(lost), list(over), len(over))
+def _books(unaccounted=(), over=(), overdue=()):
+    return Accounts({"trained": 4}, 4, 4, list(unaccounted), list(overdue), list(over), len(over))
 
 
 def _kill(timed_out=False):
@@ -78,7 +89,8 @@ def test_verdict_passes_a_clean_run():
 @pytest.mark.parametrize(
     ("books", "kills", "steps", "error", "expected"),
     [
-        (_books(lost=["g4/0"]), 3, 10, None, "lost"),
+        (_books(unaccounted=["g4/0"]), 3, 10, None, "unaccounted"),
+        (_books(overdue=["g2/0"]), 3, 10, None, "overdue"),
         (_books(over=["g1/1"]), 3, 10, None, "beyond the reuse limit"),
         (_books(), 3, 7, None, "7 of 10 steps"),
         (_books(), 2, 10, None, "only 2 of 3 kills"),

@@ -6,7 +6,7 @@ import pytest
 
 from core.types import Group, Status, Trajectory
 from orchestrator.env_faults import EnvBreaker, EnvCircuitOpen, needs_rerun
-from orchestrator.ledger import Ledger
+from orchestrator.ledger import Ledger, audit
 
 
 def _group(statuses, env_id="asyncrl/Code-v0", group_id="g1") -> Group:
@@ -46,15 +46,16 @@ def test_breaker_counts_envs_apart_and_forgets_old_failures():
 
 def test_ledger_accounts_a_rerun_group_and_its_replacement():
     ledger = Ledger()
-    ledger.started("g1", 3)
+    ledger.started(["g1/0", "g1/1", "g1/2"])
     first = _group([Status.COMPLETED, Status.FAILED, Status.COMPLETED])
     ledger.arrived(first)
     ledger.rerun(first)
-    ledger.started("g1.r1", 3)
+    ledger.started(["g1.r1/0", "g1.r1/1", "g1.r1/2"])
     second = _group([Status.COMPLETED] * 3, group_id="g1.r1")
     ledger.arrived(second)
     ledger.buffered(second)
     ledger.trained([second])
     counts = ledger.counts()
     assert counts["rerun"] == 2 and counts["failed"] == 1 and counts["trained"] == 3
-    assert ledger.stats()["ledger/balanced"] == 1.0
+    issued = {g: tuple(f"{g}/{i}" for i in range(3)) for g in ("g1", "g1.r1")}
+    assert audit(ledger.states, issued, live_groups=()).balanced
