@@ -106,6 +106,10 @@ _QWEN_STYLE = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 QWEN_STYLE_TEMPLATE = qwen_style_template()
+BUILTIN_TEMPLATES = {"qwen": QWEN_STYLE_TEMPLATE}
+"""Chat templates `model.chat_template` may name. `qwen`: ChatML turns
+(<|im_start|>role ... <|im_end|>) with Hermes tool calls in <tool_call> tags; the
+tokenizer needs <|im_start|> and <|im_end|> as tokens and <|im_end|> as its eos."""
 
 
 class ChatTokenizer(Protocol):

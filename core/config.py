@@ -48,6 +48,11 @@ class ModelConfig:
     """Weights dtype for the engine and the learner (fp32 on CPU: no native bf16 here)."""
     cache_dir: str = "~/.cache/asyncrl/models"
     """Where bootstrapped tiny models are kept, keyed by a hash of their settings."""
+    chat_template: str | None = None
+    """A chat template for a checkpoint that has none (or to replace its own): a
+    built-in name (`qwen`: ChatML with Hermes tool calls, the tiny policy's) or a
+    path to a .jinja file. None: the checkpoint's own. The run sees the checkpoint
+    through a directory of links plus this template (the checkpoint is not changed)."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
 
 
@@ -67,13 +72,22 @@ class SpeculativeConfig:
     weight-update path). Only possible when the drafter has the policy's shapes."""
 
 
+AUTO_MAX_MODEL_LEN = 1024
+"""The cap on rollout.max_model_len=None (the model's own context length)."""
+
+
 @dataclass
 class RolloutConfig:
     num_workers: int = 1
     """vLLM engines, one Ray actor each."""
     max_tokens_per_turn: int = 48
-    max_model_len: int = 1024
-    """Token budget of a whole trajectory (prompt, all turns and observations)."""
+    max_model_len: int | None = AUTO_MAX_MODEL_LEN
+    """Token budget of a whole trajectory (prompt, all turns and observations).
+    None, what conf/rollout/vllm.yaml sets: the model's own context length, capped
+    at AUTO_MAX_MODEL_LEN (a bigger context costs KV-cache memory in every engine:
+    ask for it by number). A number above the model's own context is refused at
+    start-up. (A number by default here for code that starts a System without the
+    run's checks, which settle None: orchestrator.preflight.)"""
     temperature: float = 1.0
     top_p: float = 1.0
     lock: str = "turn"
@@ -112,8 +126,12 @@ class RolloutConfig:
 class EnvConfig:
     id: str = "asyncrl/Calculator-v0"
     """Registered gymnasium id, `pkg.module:Name-v0` or `pkg.module:Class`."""
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    """Constructor arguments of the env (difficulty, max_turns, reward_weights, ...)."""
+    kwargs: Any = field(default_factory=dict)
+    """Constructor arguments of the env (difficulty, max_turns, reward_weights, ...):
+    the env's own, not a schema's. `env.id=...` on the command line starts them
+    empty (the env's defaults); `env.kwargs.<name>=v` sets one, `env.kwargs={...}`
+    replaces them all (rollout.launch rewrites both into Hydra's forms). Typed Any
+    so that Hydra can replace the mapping instead of merging into it."""
     group_size: int = 8
     """Samples per task: a GRPO group."""
     num_pools: int = 1
@@ -255,6 +273,11 @@ class LoggerConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     plot_every: int = 10
     progress: bool = True
+    """A progress bar on stderr, redrawn once per learner step."""
+    verbose: bool = False
+    """Show every library's log lines and warnings (vLLM, Ray, torch, ...). By default
+    the console holds asyncrl's own log lines, the progress bar and warnings that say
+    something about this run; third-party notices are filtered where they start."""
 
 
 @dataclass
@@ -409,6 +432,14 @@ def validate(cfg: Config) -> None:
         (cfg.buffer.groups_per_batch >= 1, "buffer.groups_per_batch must be >= 1"),
         (cfg.buffer.max_staleness >= 0, "buffer.max_staleness must be >= 0"),
         (cfg.rollout.num_workers >= 1, "rollout.num_workers must be >= 1"),
+        (
+            cfg.rollout.max_model_len is None or cfg.rollout.max_model_len >= 1,
+            "rollout.max_model_len must be >= 1, or null for the model's own context length",
+        ),
+        (
+            isinstance(cfg.env.kwargs, dict),
+            "env.kwargs must be a mapping of the env's arguments: env.kwargs={name: value}",
+        ),
         (cfg.learner.num_ranks >= 1, "learner.num_ranks must be >= 1"),
         (cfg.trainer.total_steps >= 1, "trainer.total_steps must be >= 1"),
         (

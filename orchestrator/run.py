@@ -1,4 +1,9 @@
-"""One training run from a validated config: policy, actors, loop, outputs."""
+"""One training run from a validated config: checks, policy, actors, loop, outputs.
+
+Its outputs in the run directory: metrics.jsonl and the plot (core.metrics),
+checkpoints, `final_model/` (a complete Hugging Face checkpoint: weights, config,
+tokenizer and chat template) and summary.json, whose times say what they cover.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,10 @@ from typing import Any
 
 from core.config import Config, ConfigError
 from core.metrics import MetricsLogger
-from orchestrator.bootstrap import resolve_policy
+from orchestrator.bootstrap import export_tokenizer
 from orchestrator.checkpoint import LEARNER_TAG, ControllerState, latest, read_controller_state
 from orchestrator.controller import RunState, train
+from orchestrator.preflight import preflight
 from orchestrator.system import System
 
 log = logging.getLogger(__name__)
@@ -24,34 +30,64 @@ log = logging.getLogger(__name__)
 async def run(cfg: Config, alongside: Callable[[System], Awaitable[Any]] | None = None) -> RunState:
     """Train per `cfg`. `alongside(system)`, if given, runs as a task next to the
     training loop until the loop ends (the chaos driver, orchestrator/chaos.py)."""
-    started = time.perf_counter()
+    clock = Clock()
     resume_from = resume_point(cfg)
-    model_path = await asyncio.to_thread(resolve_policy, cfg.model)
-    log.info("policy: %s", model_path)
-    system = await System.start(cfg, model_path)
+    checked = await asyncio.to_thread(preflight, cfg)  # before any actor starts
+    cfg = with_context_length(cfg, checked.max_model_len)
+    log.info("policy: %s (context %d tokens)", checked.model_path, checked.max_model_len)
+    system = await System.start(cfg, checked.model_path)
     logger = MetricsLogger(cfg.logger, dataclasses.asdict(cfg))
     progress = _progress_bar(cfg)
     companion = asyncio.create_task(alongside(system)) if alongside else None
+    clock.mark("startup_s")
     try:
         resume = await restore(system, resume_from) if resume_from else None
         state = await train(system, cfg, logger, progress, resume)
+        clock.mark("loop_s")
         if companion is not None:
             companion.cancel()
         final = Path(cfg.logger.run_dir) / "final_model"
         await system.save_pretrained(str(final))
+        await asyncio.to_thread(export_tokenizer, checked.model_path, str(final))
         log.info("final policy v%d saved to %s", state.version, final)
-        summary = write_summary(state, Path(cfg.logger.run_dir), time.perf_counter() - started)
-        log.info("summary: %s", json.dumps(summary))
     finally:
         if companion is not None:
             companion.cancel()
         logger.close()
         progress.close()
         await system.shutdown()
-    log.info(
-        "run finished in %.0fs; outputs in %s", time.perf_counter() - started, cfg.logger.run_dir
-    )
+    clock.mark("shutdown_s")
+    summary = write_summary(state, Path(cfg.logger.run_dir), clock.times())
+    log.info("summary: %s", json.dumps(summary))
+    log.info("run finished in %.0fs; outputs in %s", summary["process_s"], cfg.logger.run_dir)
     return state
+
+
+def with_context_length(cfg: Config, max_model_len: int) -> Config:
+    """`cfg` with rollout.max_model_len as preflight settled it (None resolved)."""
+    rollout = dataclasses.replace(cfg.rollout, max_model_len=max_model_len)
+    return dataclasses.replace(cfg, rollout=rollout)
+
+
+class Clock:
+    """Named spans of a run, one after another, and the process's age."""
+
+    def __init__(self) -> None:
+        self.spans: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        """The span from the previous mark (or the start) to now is `name`."""
+        now = time.perf_counter()
+        self.spans[name] = now - self._last
+        self._last = now
+
+    def times(self) -> dict[str, float]:
+        """process_s (since the process started, interpreter and imports included)
+        and every span."""
+        import psutil
+
+        return {"process_s": time.time() - psutil.Process().create_time(), **self.spans}
 
 
 def resume_point(cfg: Config) -> Path | None:
@@ -83,14 +119,16 @@ async def restore(system: System, directory: Path) -> ControllerState:
     return controller
 
 
-def write_summary(state: RunState, run_dir: Path, wall_s: float) -> dict[str, float]:
-    """The headline numbers of a run, also written to summary.json."""
+def write_summary(state: RunState, run_dir: Path, times: dict[str, float]) -> dict[str, float]:
+    """The headline numbers of a run, also written to summary.json. `times`:
+    process_s (the whole process), startup_s (checks, policy, actors), loop_s (the
+    training loop), shutdown_s (final model, outputs, actors stopped)."""
     rewards = [h["rollout/reward_mean"] for h in state.history if "rollout/reward_mean" in h]
     fifth = max(1, len(rewards) // 5)
     summary = {
         "steps": float(len(state.history)),
         "final_version": float(state.version),
-        "wall_s": wall_s,
+        **{name: round(seconds, 2) for name, seconds in times.items()},
         "reward_first_fifth": sum(rewards[:fifth]) / fifth if rewards else float("nan"),
         "reward_last_fifth": sum(rewards[-fifth:]) / fifth if rewards else float("nan"),
         "peak_memory_gib": max((h.get("perf/memory_gib", 0.0) for h in state.history), default=0.0),
@@ -104,15 +142,23 @@ class _Progress:
     def __init__(self, total: int, enabled: bool):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, unit="step", disable=not enabled, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total,
+            unit="step",
+            disable=not enabled,
+            dynamic_ncols=True,
+            miniters=1,  # redraw on every step, however long or short it took
+            mininterval=0,
+        )
 
     def __call__(self, step: int, metrics: dict[str, float]) -> None:
-        self.bar.update(1)
-        self.bar.set_postfix(
+        self.bar.set_postfix(  # drawn by the update below: one redraw per step
             reward=f"{metrics.get('rollout/reward_mean', float('nan')):.3f}",
             tok_s=f"{metrics.get('perf/rollout_tokens_per_s', 0.0):.0f}",
             stale=int(metrics.get("learner/staleness_max", 0)),
+            refresh=False,
         )
+        self.bar.update(1)
 
     def close(self) -> None:
         self.bar.close()

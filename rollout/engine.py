@@ -221,7 +221,7 @@ class Engine:
         self._begin(spec.max_tokens)
         try:
             final = await asyncio.wait_for(
-                self._last_output(_prompt(prompt_ids, images), params, request_id),
+                self._last_output(self._render(prompt_ids, images), params, request_id),
                 timeout_s,
             )
         except TimeoutError:
@@ -293,7 +293,9 @@ class Engine:
         from vllm import SamplingParams
 
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
-        final = await self._last_output(_prompt(list(ids), images), params, f"p{next(self._ids)}")
+        final = await self._last_output(
+            self._render(list(ids), images), params, f"p{next(self._ids)}"
+        )
         ran = final.prompt_token_ids
         out: list[float] = []
         for token, entry in zip(ran[1:], final.prompt_logprobs[1:], strict=True):
@@ -323,6 +325,19 @@ class Engine:
             self._llm = None
 
     # -- internals ----------------------------------------------------------------
+
+    def _render(self, prompt_ids: list[int], images: Sequence[bytes] | None) -> Any:
+        """The engine input vLLM's renderer makes of the prompt: what AsyncLLM did
+        itself for a raw prompt, warning that this is deprecated
+        (vllm/v1/engine/input_processor.py:408-428)."""
+        from vllm.renderers.inputs.preprocess import parse_model_prompt
+
+        if self._llm is None:
+            raise EngineError("engine not started")
+        renderer = self._llm.renderer
+        parsed = parse_model_prompt(self._llm.model_config, _prompt(prompt_ids, images))
+        (engine_input,) = renderer.render_cmpl([parsed], renderer.default_cmpl_tok_params)
+        return engine_input
 
     async def _last_output(self, prompt: Any, params: Any, request_id: str) -> Any:
         if self._llm is None:
