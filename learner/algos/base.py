@@ -255,7 +255,6 @@ def aggregation_weights(lengths: list[int], mode: str) -> list[float]:
     return [1.0 / sequences] * len(lengths)
 
 
-
 def kept_token_weights(
     weights: torch.Tensor,
     kept: torch.Tensor,

@@ -20,11 +20,13 @@ from orchestrator.system import LearnerGroup
 from tests.integration.conftest import small_run_config
 
 
-def _on_policy_batch(run, group, rewards: list[list[float]], masked_reward=None) -> Batch:
+def _on_policy_batch(
+    run, group, rewards: list[list[float]], masked_reward=None, seed: int = 0
+) -> Batch:
     """Groups of random sequences whose behavior logprobs are the learner's own; the
     generated tokens of trajectories with reward `masked_reward` get behavior
     logprobs 3 nats above the learner's (importance weight e^-3: outside MIS's band)."""
-    rng = random.Random(0)
+    rng = random.Random(seed)
     groups = []
     for g, group_rewards in enumerate(rewards):
         trajectories = []
@@ -96,7 +98,9 @@ def test_mis_counts_only_kept_tokens_across_micro_batches(
     for g in batch.groups:
         values = torch.tensor(g.rewards, dtype=torch.float64)
         normalized = (values - values.mean()) / (values.std() + 1e-6)
-        advantages |= {t.trajectory_id: float(a) for t, a in zip(g.trajectories, normalized)}
+        advantages |= {
+            t.trajectory_id: float(a) for t, a in zip(g.trajectories, normalized, strict=True)
+        }
     kept = [t for t in batch.trajectories if t.reward == 1.0]
     kept_tokens = sum(t.num_generated for t in kept)
     all_tokens = sum(t.num_generated for t in batch.trajectories)
