@@ -12,6 +12,13 @@ model (`Qwen3MoeTopKRouter`): inside `replaying(indices, mask)` a token whose
 mask is set is routed to the given experts; elsewhere, and outside the
 context, the router runs as usual. `recording()` captures what the learner's
 own routers chose (tests, and a check that replay is exact).
+
+The engine's routing has one column per decoder layer, dense layers included:
+vLLM sizes it by the model's hidden layers
+(vllm/model_executor/layers/fused_moe/routed_experts_capturer.py:30-41, 67) and
+each MoE layer writes the column of its decoder-layer index
+(fused_moe/runner/moe_runner.py:947-952, routed_experts_capturer.py:183, 218-226).
+So each router here reads the column of the decoder layer it sits in.
 """
 
 from __future__ import annotations
@@ -27,26 +34,42 @@ def is_moe_router(module: torch.nn.Module) -> bool:
     return type(module).__name__.endswith("TopKRouter")
 
 
+def decoder_layer(module_name: str) -> int:
+    """The decoder-layer index in a module's name (`model.layers.3.mlp.gate` -> 3)."""
+    parts = module_name.split(".")
+    for before, part in zip(parts, parts[1:], strict=False):
+        if before == "layers" and part.isdigit():
+            return int(part)
+    raise ValueError(f"no decoder-layer index in the module name {module_name!r}")
+
+
 class RoutingReplay:
     def __init__(self, model: torch.nn.Module):
-        self.routers = [m for m in model.modules() if is_moe_router(m)]
+        named = [(name, m) for name, m in model.named_modules() if is_moe_router(m)]
+        self.routers = [m for _, m in named]
+        self.layers = [decoder_layer(name) for name, _ in named]
+        """The decoder layer of each router: the column of the engine's routing it reads."""
+        self.num_decoder_layers = model.config.get_text_config().num_hidden_layers
         self._indices: torch.Tensor | None = None
         self._mask: torch.Tensor | None = None
         self._recorded: list[torch.Tensor] | None = None
-        for layer, router in enumerate(self.routers):
+        for router, layer in zip(self.routers, self.layers, strict=True):
             router.forward = self._routed_forward(layer, router)
 
     @property
     def num_layers(self) -> int:
+        """MoE layers (0 for a dense model)."""
         return len(self.routers)
 
     @contextlib.contextmanager
     def replaying(self, indices: torch.Tensor, mask: torch.Tensor) -> Iterator[None]:
         """Route flat token i of the next forwards to `indices[i, layer]` ([tokens,
-        layers, k], token order of the input batch flattened) where `mask[i]`."""
-        if indices.shape[1] != self.num_layers:
+        decoder layers, k], token order of the input batch flattened) where
+        `mask[i]`; columns of dense layers are not read."""
+        if indices.shape[1] != self.num_decoder_layers:
             raise ValueError(
-                f"routing for {indices.shape[1]} MoE layers, the model has {self.num_layers}"
+                f"routing for {indices.shape[1]} layers, the model has "
+                f"{self.num_decoder_layers} decoder layers"
             )
         self._indices, self._mask = indices.long(), mask.bool()
         try:
@@ -56,7 +79,8 @@ class RoutingReplay:
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[list[torch.Tensor]]:
-        """Collect each MoE layer's chosen experts ([tokens, k]) in layer order."""
+        """Collect each MoE layer's chosen experts ([tokens, k]) in layer order
+        (one entry per router: dense layers have none)."""
         self._recorded = []
         try:
             yield self._recorded

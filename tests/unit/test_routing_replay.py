@@ -80,9 +80,38 @@ def test_router_still_learns_under_replay(moe, ids):
 
 def test_wrong_layer_count_is_one_clear_error(moe, ids):
     replay = RoutingReplay(moe)
-    with pytest.raises(ValueError, match="MoE layers"):
+    with pytest.raises(ValueError, match="decoder layers"):
         with replay.replaying(torch.zeros(ids.numel(), 5, TOP_K), torch.ones(ids.numel())):
             pass
+
+
+def test_dense_layers_columns_of_the_engines_routing_are_skipped(ids):
+    """vLLM's routing has a column per decoder layer, dense ones included; a router
+    reads the column of its own decoder layer."""
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen3MoeConfig(
+        vocab_size=128, hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
+        num_hidden_layers=3, mlp_only_layers=[1], num_attention_heads=2,
+        num_key_value_heads=1, head_dim=32, num_experts=EXPERTS, num_experts_per_tok=TOP_K,
+    )  # fmt: skip
+    model = Qwen3MoeForCausalLM(config)
+    for layer in (model.model.layers[0], model.model.layers[2]):
+        torch.nn.init.normal_(layer.mlp.gate.weight, std=0.5)
+    replay = RoutingReplay(model)
+    assert replay.layers == [0, 2] and replay.num_decoder_layers == 3
+    with replay.recording() as recorded:
+        reference = model(input_ids=ids).logits
+    engine = torch.zeros(ids.numel(), 3, TOP_K, dtype=torch.long)
+    engine[:, 0], engine[:, 2] = recorded[0], recorded[1]
+    engine[:, 1] = (recorded[0] + 1) % EXPERTS  # a dense layer's column: never read
+    everywhere = torch.ones(ids.numel(), dtype=torch.bool)
+    with replay.replaying(engine, everywhere):
+        assert torch.equal(model(input_ids=ids).logits, reference)
+    engine[:, 2] = (recorded[1] + 1) % EXPERTS
+    with replay.replaying(engine, everywhere):
+        assert not torch.allclose(model(input_ids=ids).logits, reference)
 
 
 def _samples(lengths: list[int], prompt: int) -> list[Sample]:
