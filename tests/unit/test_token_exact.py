@@ -14,11 +14,19 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from core.types import NO_VERSION, Status
 from envs.calculator import scripted_reply
 from rollout.agent import EpisodeSpec, Served, run_episode
-from rollout.engine import Engine, EngineError, Generation, SamplingSpec
+from rollout.engine import (
+    Engine,
+    EngineError,
+    EngineUnsupported,
+    Generation,
+    SamplingSpec,
+    check_supported,
+)
 
 
 class VllmRouting:
@@ -247,6 +255,9 @@ class _FakeAsyncLLM:
 def _engine_generate(rows_for, start):
     engine = Engine("unused", "float32", 64, return_routed_experts=True)
     engine._llm = _FakeAsyncLLM(rows_for)
+    # vLLM's renderer turns token ids into a TokensInput (vllm/inputs/engine.py:30-37,
+    # 56), a dict holding them as `prompt_token_ids`, which the fake AsyncLLM reads
+    engine._render = lambda ids, images: {"type": "token", "prompt_token_ids": list(ids)}
     spec = SamplingSpec(max_tokens=3, routed_experts_start=start)
     generation = asyncio.run(engine.generate([1, 2, 3, 4, 5], spec, timeout_s=5.0))
     return generation, engine._llm.params
@@ -272,3 +283,12 @@ def test_engine_refuses_a_routing_row_count_off_vllms_layout(extra):
 
     with pytest.raises(EngineError, match="P \\+ G - 1 - start"):
         _engine_generate(rows_for, start=0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU can return routed experts")
+def test_routed_experts_are_refused_without_a_gpu():
+    """vLLM returns routed experts only from Model Runner V2, which needs Triton:
+    on CPU the worker refuses the config in one line instead of failing in vLLM."""
+    with pytest.raises(EngineUnsupported, match="Model Runner V2"):
+        check_supported(return_routed_experts=True)
+    check_supported(return_routed_experts=False)
