@@ -248,7 +248,9 @@ class Producer:
         then ping each pool that held one and replace it if it does not answer."""
         now = time.monotonic()
         overdue = [
-            (task, r) for task, r in self._in_flight.items() if now - r.started_at > self.deadline_s
+            (task, r)
+            for task, r in self._in_flight.items()
+            if now - r.started_at > self.deadline_s and not task.done()  # done: admitted next
         ]
         suspects: dict[tuple[int, int], Running] = {}
         for task, running in overdue:
