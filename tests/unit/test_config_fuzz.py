@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from core.config import Config, ConfigError, validate
 from envs import EnvConfigError, make_env
-from rollout.launch import check_overrides
+from orchestrator.cli import check_overrides, normalize
 from tests.fuzz import fuzz_examples
 from tests.unit.test_config import _compose
 
@@ -31,6 +31,7 @@ def _schema_keys(node: object, prefix: str = "") -> list[str]:
 
 
 KEYS = _schema_keys(Config()) + ["env.kwargs.max_turns", "env.kwargs.nope", "model.nope", "nope"]
+# Any name goes under env.kwargs (they are the env's); the env refuses what it does not take.
 VALUES = st.one_of(
     st.integers(-(10**6), 10**6).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(str),
@@ -43,6 +44,7 @@ OVERRIDE = st.builds(lambda key, value: f"{key}={value}", st.sampled_from(KEYS),
 def load(overrides: list[str]) -> str | None:
     """What `python -m rollout.launch` does before it starts anything: the first
     problem as one line, or None when the config loads."""
+    overrides = normalize(overrides)
     if problem := check_overrides(overrides):
         return problem
     cfg = _compose(overrides)
