@@ -264,6 +264,10 @@ class System:
     async def shutdown(self) -> None:
         import ray
 
+        # Pools first: an episode still running when its worker goes would log a lost
+        # worker for a run that is simply over.
+        for pool in self.pools:
+            ray.kill(pool)
         try:
             await bounded(
                 asyncio.gather(*[w.shutdown.remote() for w in self.live_workers.values()]),
@@ -272,8 +276,8 @@ class System:
             )
         except Exception as exc:  # noqa: BLE001 - shutting down anyway
             log.warning("rollout workers did not shut down cleanly: %s", exc)
-        for actor in [*self.pools, *self.workers.values()]:
-            ray.kill(actor)
+        for worker in self.workers.values():
+            ray.kill(worker)
         self.learner.kill()
         shutil.rmtree(self.weights_dir, ignore_errors=True)
 
@@ -288,7 +292,12 @@ def start_ray(cfg: Config) -> None:
         num_cpus=cfg.ray.num_cpus,
         include_dashboard=cfg.ray.include_dashboard,
         object_store_memory=None if cfg.ray.address else OBJECT_STORE_BYTES,
-        runtime_env={"env_vars": dict(ACTOR_ENV)},
+        # core.console.quiet runs in every Ray worker before it imports anything, so the
+        # import-time notices of torchao and torch are filtered there too.
+        runtime_env={
+            "env_vars": dict(ACTOR_ENV),
+            "worker_process_setup_hook": "core.console.quiet",
+        },
         log_to_driver=True,
         logging_level=logging.WARNING,
     )

@@ -17,19 +17,18 @@ OWN_LINE = re.compile(
 """asyncrl's own log lines, as Hydra's job logging formats them."""
 PROGRESS_BAR = re.compile(r"\d+/\d+ \[[^\]]*(step/s|s/step)")
 JUSTIFIED = {
+    # All of these come from vLLM's engine-core processes, which the rollout worker spawns
+    # with multiprocessing: Ray's worker_process_setup_hook (core.console.quiet, set in
+    # orchestrator/system.start_ray) quiets the actors themselves, but these children
+    # import vLLM, and through it torchao and torch, before any code of asyncrl runs there.
     # torchao's wheel ships extensions that cannot load here (CUDA sm90a, CPython 3.10), and
-    # torchao registers enums the way torch 2.13 deprecates: both at import, in actors and
-    # vLLM's engine processes, before any hook asyncrl can place there without a Ray
-    # worker_process_setup_hook (orchestrator/system.start_ray: core.console.quiet would do).
+    # torchao registers enums the way torch 2.13 deprecates:
     r"torchao/_C_\w+[\w.-]*\.so": "torchao extension load at import",
     r"torch/utils/_pytree.py:\d+\] <enum": "torchao's enum registration at import",
     # vLLM logs it while importing, before it configures its logging (VLLM_LOGGING_CONFIG_PATH).
     r"Triton is installed, but doesn't include CPU backend": "vLLM import-time notice",
     # vLLM's weight-loading bar in the rollout worker (its use_tqdm_on_load engine arg).
     r"Loading safetensors checkpoint shards|^\(RolloutWorker pid=\d+\)\s*$": "vLLM load bar",
-    # asyncrl's own EnvPool warnings when shutdown stops the rollout workers before the pools
-    # (orchestrator/system.py shutdown order): episodes in flight lose their worker.
-    r"\(EnvPool pid=\d+\) (turn of \S+ not served|rollout worker \S+ lost)": "shutdown order",
 }
 
 
