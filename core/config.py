@@ -406,6 +406,11 @@ def validate(cfg: Config) -> None:
             "biased. Set rollout.top_p=1",
         ),
         (cfg.algo.kl_coef >= 0.0, "algo.kl_coef must be >= 0"),
+        (
+            cfg.supervisor.group_deadline_s > cfg.env.episode_timeout_s,
+            "supervisor.group_deadline_s must be above env.episode_timeout_s: a pool times "
+            "out its own episodes there, so a lower deadline declares slow groups lost",
+        ),
         (cfg.trainer.checkpoint_every >= 0, "trainer.checkpoint_every must be >= 0"),
         (cfg.buffer.replay_ratio >= 1, "buffer.replay_ratio must be >= 1"),
         (0.0 < cfg.balancer.decrease < 1.0, "balancer.decrease must be in (0, 1)"),

@@ -103,13 +103,6 @@ class Producer:
         self._in_flight: dict[asyncio.Task, Running] = {}
         self._arrived = asyncio.Event()
         self.pool_restarts = 0
-        if self.deadline_s <= cfg.env.episode_timeout_s:
-            log.warning(
-                "supervisor.group_deadline_s=%g is not above env.episode_timeout_s=%g: groups "
-                "whose episodes run long but finish will be declared lost and run again",
-                self.deadline_s,
-                cfg.env.episode_timeout_s,
-            )
 
     @property
     def pools(self) -> list[Any]:

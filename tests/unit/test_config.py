@@ -167,3 +167,10 @@ def test_overrides_with_hydra_flags_fail_in_one_line(args, needle):
     result = _launch(*args)
     assert result.returncode == 2
     assert needle in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_group_deadline_must_leave_the_pool_its_episode_timeout():
+    cfg = Config()
+    cfg.supervisor.group_deadline_s = cfg.env.episode_timeout_s
+    with pytest.raises(ConfigError, match="group_deadline_s"):
+        validate(cfg)

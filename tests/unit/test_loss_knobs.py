@@ -262,3 +262,4 @@ def test_bad_loss_knobs_are_refused(change):
         setattr(cfg.algo, key, value)
     with pytest.raises(ConfigError, match="algo."):
         validate(cfg)
+
