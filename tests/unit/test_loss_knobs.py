@@ -262,4 +262,3 @@ def test_bad_loss_knobs_are_refused(change):
         setattr(cfg.algo, key, value)
     with pytest.raises(ConfigError, match="algo."):
         validate(cfg)
-
