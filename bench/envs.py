@@ -33,8 +33,8 @@ import psutil
 
 from bench.record import write_json
 from bench.sampling import PeriodicSampler
+from bootstrap.tiny import ensure_tiny_policy
 from core.config import Config, EnvConfig, RolloutConfig, TinyModelConfig
-from orchestrator.bootstrap import ensure_tiny_policy
 from orchestrator.system import start_ray
 from rollout.engine import Generation, SamplingSpec
 

@@ -19,9 +19,9 @@ import random
 from pathlib import Path
 
 from bench.record import write_json
+from bootstrap.tiny import ensure_tiny_policy
 from core.config import Config, TinyModelConfig
 from core.types import Batch, Group, Trajectory
-from orchestrator.bootstrap import ensure_tiny_policy
 from orchestrator.system import LearnerGroup, start_ray
 
 PRECISIONS = ("fp32", "bf16", "fp8")

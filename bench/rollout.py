@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.record import write_json
+from bootstrap.tiny import ensure_tiny_policy
 from core.chat import ChatCodec
 from core.config import SpeculativeConfig, TinyModelConfig
 from envs import make_env
 from envs.calculator import CalculatorEnv
-from orchestrator.bootstrap import ensure_tiny_policy
 from rollout.agent import EpisodeSpec, Served, run_episode
 from rollout.engine import Engine, SamplingSpec, speculative_config
 from rollout.router import Router, placement_skew

@@ -5,7 +5,7 @@ run (not a test).
     python -m bench.weight_sync [--updates 3] [--sizes small,medium,large] [--json PATH]
 
 For each size (tiny Qwen3s with random weights, built once from config with
-learner.bootstrap and the tiny policy's tokenizer, cached beside it; nothing is
+bootstrap.build and the tiny policy's tokenizer, cached beside it; nothing is
 downloaded) one vLLM engine (rollout.engine.Engine, the rollout worker's engine)
 starts, and while one request streams tokens from it:
 
@@ -42,10 +42,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.record import write_json
+from bootstrap.build import TinyArchitecture
+from bootstrap.cache import cached_build
+from bootstrap.tiny import ensure_tiny_policy
 from core.config import TinyModelConfig
 from core.shm import DEFAULT_ROOT, remove_snapshot, write_snapshot
-from learner.bootstrap import TinyArchitecture
-from orchestrator.bootstrap import cached_build, ensure_tiny_policy
 from rollout.engine import Engine
 
 CACHE = Path("~/.cache/asyncrl/models").expanduser()
@@ -98,7 +99,7 @@ def ensure_model(name: str, arch: TinyArchitecture) -> str:
     def build(staging: Path) -> None:
         from transformers import AutoTokenizer
 
-        from learner.bootstrap import build_model
+        from bootstrap.build import build_model
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         build_model(tokenizer, arch, seed=0).save_pretrained(staging)

@@ -1,1 +1,2 @@
-"""The asynchronous control plane: buffer, controller, system lifecycle, bootstrap."""
+"""The asynchronous control plane: buffer, controller, system lifecycle (the starting
+policy comes from the bootstrap package)."""

@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bootstrap.policy import resolve_policy
 from core.chat import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ChatCodec, ChatTemplateError
 from core.config import AUTO_MAX_MODEL_LEN, Config, ConfigError
 from envs import EnvConfigError, astep, make_env
-from orchestrator.bootstrap import resolve_policy
 
 PROBE_SEED = 0
 PROBE_ACTION = "I do not know."

@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bootstrap.policy import export_tokenizer
 from core.config import Config, ConfigError
 from core.metrics import MetricsLogger
-from orchestrator.bootstrap import export_tokenizer
 from orchestrator.checkpoint import LEARNER_TAG, ControllerState, latest, read_controller_state
 from orchestrator.controller import RunState, train
 from orchestrator.preflight import preflight

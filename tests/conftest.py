@@ -21,9 +21,8 @@ def calculator_env():
 @pytest.fixture(scope="session")
 def tiny_tokenizer(calculator_env):
     """A BPE tokenizer trained on calculator demonstrations (well under a second)."""
+    from bootstrap.build import build_tokenizer, corpus_template
     from envs.calculator import scripted_episode
-    from learner.bootstrap import build_tokenizer
-    from orchestrator.bootstrap import corpus_template
 
     template = corpus_template()
     dialogues = [scripted_episode(calculator_env, s, use_tool=s % 2 == 0) for s in range(300)]

@@ -62,11 +62,10 @@ def tiny_vl_model(target: Path, warmup_steps: int = 60, seed: int = 0) -> str:
         Idefics3ImageProcessorPil,
     )
 
+    from bootstrap.build import build_tokenizer, corpus_template
     from core.chat import qwen_style_template
     from envs import make_env
     from envs.shapes import scripted_reply
-    from learner.bootstrap import build_tokenizer
-    from orchestrator.bootstrap import corpus_template
 
     template = qwen_style_template("<image>")
     env = make_env("asyncrl/Shapes-v0")

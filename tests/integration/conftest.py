@@ -47,7 +47,7 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def tiny_policy() -> str:
-    from orchestrator.bootstrap import ensure_tiny_policy
+    from bootstrap.tiny import ensure_tiny_policy
 
     cache = Path(os.path.expanduser("~/.cache/asyncrl/models"))
     return ensure_tiny_policy(TEST_TINY, cache, "tiny-qwen3")

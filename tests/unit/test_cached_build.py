@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.bootstrap import cached_build
+from bootstrap.cache import cached_build
 
 
 def test_builds_once_and_moves_the_result_into_place(tmp_path):

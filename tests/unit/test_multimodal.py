@@ -27,8 +27,7 @@ PER_IMAGE = 5
 @pytest.fixture(scope="module")
 def vl_tokenizer():
     """A small BPE tokenizer with Qwen-VL's vision tokens and the Qwen-style template."""
-    from learner.bootstrap import build_tokenizer
-    from orchestrator.bootstrap import corpus_template
+    from bootstrap.build import build_tokenizer, corpus_template
 
     env = make_env("asyncrl/Shapes-v0")
     template = corpus_template()

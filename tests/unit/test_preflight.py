@@ -10,10 +10,11 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 
+from bootstrap.policy import export_tokenizer, resolve_policy
+from bootstrap.tiny import ensure_tiny_policy
 from core.chat import QWEN_STYLE_TEMPLATE
 from core.config import AUTO_MAX_MODEL_LEN, Config, ConfigError
 from envs import EnvConfigError
-from orchestrator.bootstrap import ensure_tiny_policy, export_tokenizer, resolve_policy
 from orchestrator.preflight import (
     EnvProbeError,
     chat_codec,

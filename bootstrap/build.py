@@ -1,4 +1,4 @@
-"""Building a tiny Qwen3 policy locally: tokenizer, model from config, SFT warm-up.
+"""Building a tiny Qwen3 policy: tokenizer, model from config, SFT warm-up.
 
 No weights can be downloaded on this machine kind, so the default policy is
 made here: a byte-level BPE tokenizer trained with `tokenizers` on the task's
@@ -7,12 +7,15 @@ own dialogues (digits split one per token), the Qwen-style chat template from
 warm-up on demonstration dialogues so that RL starts from a policy that
 sometimes succeeds. Everything is seeded; the same inputs give the same bytes.
 
-What the dialogues are is not this module's business: it receives text for the
-tokenizer and (ids, loss_mask) pairs for the warm-up.
+What the dialogues are is not this module's business (bootstrap.tiny makes
+them): it receives text for the tokenizer and (ids, loss_mask) pairs for the
+warm-up.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 import random
@@ -23,6 +26,7 @@ from typing import Any
 import torch
 
 from core.chat import MARKUP_TOKENS, QWEN_STYLE_TEMPLATE, SPECIAL_TOKENS
+from core.config import TinyModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,14 @@ class TinyArchitecture:
     """0 builds a dense Qwen3; >0 builds a Qwen3-MoE with that many experts."""
     experts_per_token: int = 2
     moe_intermediate_size: int = 128
+
+    @classmethod
+    def of(cls, tiny: TinyModelConfig) -> TinyArchitecture:
+        """The architecture model.tiny describes (its fields of the same names)."""
+        names = {f.name for f in dataclasses.fields(cls)} & {
+            f.name for f in dataclasses.fields(tiny)
+        }
+        return cls(**{name: getattr(tiny, name) for name in names})
 
 
 def build_tokenizer(corpus: Sequence[str], vocab_size: int) -> Any:
@@ -72,6 +84,16 @@ def build_tokenizer(corpus: Sequence[str], vocab_size: int) -> Any:
         chat_template=QWEN_STYLE_TEMPLATE,
         model_max_length=4096,
     )
+
+
+def corpus_template(source: str = QWEN_STYLE_TEMPLATE) -> Any:
+    """The chat template (`source`) as plain jinja, to render tokenizer-training
+    text before any tokenizer exists."""
+    import jinja2
+
+    environment = jinja2.Environment(extensions=["jinja2.ext.loopcontrols"])
+    environment.filters["tojson"] = json.dumps
+    return environment.from_string(source)
 
 
 def build_model(tokenizer: Any, arch: TinyArchitecture, seed: int) -> torch.nn.Module:
@@ -120,6 +142,16 @@ class WarmupSettings:
     lr: float = 3e-3
     warmup_steps: int = 20
     seed: int = 0
+
+    @classmethod
+    def of(cls, tiny: TinyModelConfig) -> WarmupSettings:
+        """The warm-up model.tiny describes."""
+        return cls(
+            steps=tiny.warmup_steps,
+            batch_size=tiny.warmup_batch_size,
+            lr=tiny.warmup_lr,
+            seed=tiny.seed,
+        )
 
 
 def sft_warmup(

@@ -1,0 +1,98 @@
+"""The tiny policy's recipe, and the cache that keeps it: `ensure_tiny_policy`.
+
+Demonstration dialogues come from the calculator env's scripted assistant
+(seeds far from those RL tasks use); a tokenizer is trained on their rendered
+text, a model is built from model.tiny and warmed up on them (bootstrap.build),
+and the result is saved under `model.cache_dir` in a directory named by a hash
+of everything that shapes it, so a later run with the same settings loads it
+at once. Change the recipe in a way the settings do not show: bump
+BOOTSTRAP_VERSION, and old entries are rebuilt instead of reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from bootstrap.cache import cached_build
+from core.chat import ChatCodec, Message
+from core.config import TinyModelConfig
+
+log = logging.getLogger(__name__)
+
+BOOTSTRAP_VERSION = 1
+"""Bump when the bootstrap recipe changes, so cached models are rebuilt."""
+DEMO_ENV = "asyncrl/Calculator-v0"
+
+
+def tiny_policy_dir(tiny: TinyModelConfig, cache_dir: Path, name: str) -> Path:
+    """Where the policy `tiny` describes is cached (the key existing caches use)."""
+    recipe = {"version": BOOTSTRAP_VERSION, "env": DEMO_ENV, **dataclasses.asdict(tiny)}
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir / f"{name}-{digest}"
+
+
+def ensure_tiny_policy(tiny: TinyModelConfig, cache_dir: Path, name: str) -> str:
+    """The cached tiny policy's directory, building it first if needed."""
+    target = tiny_policy_dir(tiny, cache_dir, name)
+    return cached_build(target, lambda staging: build_tiny_policy(tiny, staging))
+
+
+def demonstrations(tiny: TinyModelConfig) -> tuple[list[list[Message]], list[dict[str, Any]]]:
+    """(`tiny.demos` scripted calculator dialogues, the env's tool schemas)."""
+    from envs import make_env
+    from envs.calculator import scripted_episode
+
+    env = make_env(DEMO_ENV)
+    rng = random.Random(tiny.seed)
+    first_seed = 10**9 + tiny.seed * tiny.demos  # away from the seeds RL tasks use
+    dialogues = [
+        scripted_episode(env, seed, use_tool=rng.random() < tiny.tool_use_fraction)
+        for seed in range(first_seed, first_seed + tiny.demos)
+    ]
+    return dialogues, env.tool_schemas
+
+
+def build_tiny_policy(tiny: TinyModelConfig, staging: Path) -> None:
+    """Build the policy `tiny` describes into `staging` (tokenizer, weights, bootstrap.json)."""
+    import torch
+
+    from bootstrap.build import (
+        TinyArchitecture,
+        WarmupSettings,
+        build_model,
+        build_tokenizer,
+        corpus_template,
+        sft_warmup,
+    )
+
+    started = time.perf_counter()
+    log.info("building the tiny policy %s (cached for later runs)", staging.stem)
+    dialogues, tools = demonstrations(tiny)
+    render = corpus_template()
+    corpus = [render.render(messages=d, tools=tools) for d in dialogues]
+    tokenizer = build_tokenizer(corpus, tiny.vocab_size)
+    codec = ChatCodec(tokenizer, tools)
+    examples = [codec.dialogue_ids(d, num_opening=2) for d in dialogues]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    model = build_model(tokenizer, TinyArchitecture.of(tiny), tiny.seed)
+    losses = sft_warmup(model, examples, WarmupSettings.of(tiny), tokenizer.pad_token_id)
+    torch.set_num_threads(threads)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    (staging / "bootstrap.json").write_text(
+        json.dumps({"recipe": dataclasses.asdict(tiny), "final_loss": losses[-1]}, indent=2)
+    )
+    log.info(
+        "tiny policy ready in %.0fs: %d parameters, warm-up loss %.3f",
+        time.perf_counter() - started,
+        sum(p.numel() for p in model.parameters()),
+        losses[-1],
+    )
