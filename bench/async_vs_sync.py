@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 
 from bench.record import write_json
 from core.config import Config, register_configs, validate
-from orchestrator.controller import RunState
+from orchestrator.assembly import RunState
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

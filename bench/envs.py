@@ -35,7 +35,7 @@ from bench.record import write_json
 from bench.sampling import PeriodicSampler
 from bootstrap.tiny import ensure_tiny_policy
 from core.config import Config, EnvConfig, RolloutConfig, TinyModelConfig
-from orchestrator.system import start_ray
+from orchestrator.actors import start_ray
 from rollout.engine import Generation, SamplingSpec
 
 MIB = float(1 << 20)
@@ -123,7 +123,8 @@ def _rows(r: dict[str, float]) -> list[tuple[str, str]]:
 async def _run(model: str, episodes: int, pools: int) -> dict[str, float]:
     import ray
 
-    from rollout.envpool import EnvPool, GroupSpec
+    from core.records import GroupSpec
+    from rollout.envpool import EnvPool
 
     policy = ray.remote(InstantPolicy).options(max_concurrency=100_000).remote(model)
     env = EnvConfig(group_size=episodes // pools)
@@ -134,7 +135,7 @@ async def _run(model: str, episodes: int, pools: int) -> dict[str, float]:
         .remote(f"pool-{i}", {"instant": policy}, model, env, rollout)
         for i in range(pools)
     ]
-    pids = [(await a.stats.remote())["pid"] for a in actors]
+    pids = [(await a.stats.remote()).pid for a in actors]
     baseline = _pss_mib(pids)
     cpu_before = _cpu_s(pids)
     peak = _PeakMemory(pids)

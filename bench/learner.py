@@ -22,7 +22,8 @@ from bench.record import write_json
 from bootstrap.tiny import ensure_tiny_policy
 from core.config import Config, TinyModelConfig
 from core.types import Batch, Group, Trajectory
-from orchestrator.system import LearnerGroup, start_ray
+from orchestrator.actors import start_ray
+from orchestrator.learners import LearnerGroup
 
 PRECISIONS = ("fp32", "bf16", "fp8")
 

@@ -115,12 +115,12 @@ async def _all(
     rows.append(
         (
             "ngram acceptance rate / mean accepted length",
-            f"{stats['spec_accepted'] / max(1, stats['spec_drafted']):.2f} / "
-            f"{1 + stats['spec_accepted'] / max(1, stats['spec_steps']):.2f} tokens per step",
+            f"{stats.spec_accepted / max(1, stats.spec_drafted):.2f} / "
+            f"{1 + stats.spec_accepted / max(1, stats.spec_steps):.2f} tokens per step",
         )
     )
-    values["spec_acceptance_rate"] = stats["spec_accepted"] / max(1, stats["spec_drafted"])
-    values["spec_mean_accepted_length"] = 1 + stats["spec_accepted"] / max(1, stats["spec_steps"])
+    values["spec_acceptance_rate"] = stats.spec_accepted / max(1, stats.spec_drafted)
+    values["spec_mean_accepted_length"] = 1 + stats.spec_accepted / max(1, stats.spec_steps)
     rows += await _placement(model, values)
     return rows
 

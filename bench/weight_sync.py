@@ -137,8 +137,8 @@ async def _measure(model_path: str, updates: int) -> dict[str, Any]:
             samples.append(
                 {
                     "export_s": exported - started,
-                    "pause_s": sync["pause_s"],
-                    "load_s": sync["load_s"],
+                    "pause_s": sync.pause_s,
+                    "load_s": sync.load_s,
                     "stall_s": stream.longest_gap(exported, done),
                     "bytes": float(snapshot.total_bytes),
                 }

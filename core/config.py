@@ -336,6 +336,11 @@ class RayConfig:
     """None starts a local Ray; `auto` or an address joins a cluster."""
     num_cpus: int | None = None
     include_dashboard: bool = False
+    call_timeout_s: float = 30.0
+    """Bound on the control plane's short calls to actors (stats, env pools' drain
+    bookkeeping, logprobs for checks): past it the call counts as failed."""
+    shutdown_timeout_s: float = 60.0
+    """How long rollout workers get to stop their engines at the end of a run."""
 
 
 @dataclass

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.config import BufferConfig
 from core.types import Group
 
 
@@ -58,6 +59,19 @@ class ReplayBuffer:
         self._groups: deque[Group] = deque()
         self._times_served: dict[str, int] = {}
         self.counts = BufferCounts()
+
+    @classmethod
+    def from_config(
+        cls, cfg: BufferConfig, version: Callable[[], int], on_leave: LeaveFn | None = None
+    ) -> ReplayBuffer:
+        return cls(
+            cfg.max_staleness,
+            cfg.capacity_groups,
+            version,
+            cfg.replay_ratio,
+            cfg.drop_zero_variance,
+            on_leave,
+        )
 
     def __len__(self) -> int:
         return len(self._groups)

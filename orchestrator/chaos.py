@@ -232,37 +232,38 @@ class ChaosDriver:
             )
 
     async def _kill_rollout(self, system: Any, pick: int) -> tuple[Callable, Callable]:
-        live = sorted(system.live_workers)
+        live = sorted(system.fleet.live_workers)
         worker_id = live[pick % len(live)]
-        handle = system.workers[worker_id]
+        handle = system.fleet.workers[worker_id]
         self._kill(system, handle, worker_id, "rollout")
 
         def recovered() -> bool:
             return (
-                system.workers[worker_id] is not handle and worker_id not in system.publisher.dead
+                system.fleet.workers[worker_id] is not handle and worker_id not in system.fleet.dead
             )
 
         async def how() -> str:
-            return f"supervisor replaced it under the same id, loaded with v{system.version}"
+            return f"supervisor replaced it under the same id, loaded with v{system.fleet.version}"
 
         return recovered, how
 
     async def _kill_pool(self, system: Any, pick: int) -> tuple[Callable, Callable]:
-        index = pick % len(system.pools)
-        handle = system.pools[index]
+        index = pick % len(system.fleet.pools)
+        handle = system.fleet.pools[index]
         try:
-            running = (await bounded(handle.stats.remote(), 10.0, f"pool-{index} stats"))[
-                "in_flight"
-            ]
+            stats = await bounded(handle.stats.remote(), 10.0, f"pool-{index} stats")
+            running = stats.in_flight
         except Exception:  # noqa: BLE001 - only for the report
             running = "?"
         self._kill(system, handle, f"pool-{index}", "pool")
 
         def recovered() -> bool:
-            return system.pools[index] is not handle
+            return system.fleet.pools[index] is not handle
 
         async def how() -> str:
-            await bounded(system.pools[index].stats.remote(), 60.0, f"new pool-{index} to answer")
+            await bounded(
+                system.fleet.pools[index].stats.remote(), 60.0, f"new pool-{index} to answer"
+            )
             return f"producer replaced it; its {running} episodes in flight re-run on the new pool"
 
         return recovered, how
@@ -278,7 +279,7 @@ class ChaosDriver:
             )
         except TimeoutError:
             log.warning("chaos: no checkpoint yet; killing the learner anyway")
-        group, restarts = system.learner, system.learner_restarts
+        group, restarts = system.learner.group, system.learner.restarts
         rank = pick % len(group.ranks)
         self._kill(system, group.ranks[rank], f"learner-rank-{rank}", "learner")
         seen: dict[str, Any] = {}
@@ -286,16 +287,18 @@ class ChaosDriver:
         def recovered() -> bool:
             # Restarted, then two versions on: the second was exported by the new ranks
             # (the first may have been in flight from the old ones).
-            if system.learner_restarts <= restarts:
+            if system.learner.restarts <= restarts:
                 return False
             if "version" not in seen:
-                seen["version"], seen["checkpoint"] = system.version, latest(self.run_dir)
-            return system.version >= seen["version"] + 2
+                seen["version"], seen["checkpoint"] = system.fleet.version, latest(self.run_dir)
+            return system.fleet.version >= seen["version"] + 2
 
         async def how() -> str:
             source = seen.get("checkpoint")
             where = f"checkpoints/{source.name}" if source else "the initial policy"
-            return f"restart_learner: new rank(s) from {where}; trained on to v{system.version}"
+            return (
+                f"restart_learner: new rank(s) from {where}; trained on to v{system.fleet.version}"
+            )
 
         return recovered, how
 
@@ -303,7 +306,7 @@ class ChaosDriver:
         import ray
 
         ray.kill(actor, no_restart=True)
-        self.kills.append(Kill(round(self._now(), 1), target, kind, system.version))
+        self.kills.append(Kill(round(self._now(), 1), target, kind, system.fleet.version))
         log.warning(
             "chaos: killed %s at %.1fs (kill %d of %d)",
             target,

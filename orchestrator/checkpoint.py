@@ -16,11 +16,15 @@ their seeds are saved and re-run first after a resume.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 LATEST = "latest"
 LEARNER_TAG = "learner"
@@ -41,6 +45,26 @@ class ControllerState:
     """Seed -> times its group was declared lost (its next ids depend on it)."""
     issued: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Group id -> the trajectory ids the producer issued for it (the ledger's audit)."""
+
+
+async def save_run(
+    learner: Any, run_dir: str, step: int, version: int, producer: Any, buffer: Any, ledger: Any
+) -> dict[str, float]:
+    """Save the learner and the controller's state after step `step` (0-based)."""
+    started = time.perf_counter()
+    directory = step_dir(run_dir, step + 1)
+    await learner.save_checkpoint(directory)
+    state = ControllerState(
+        next_step=step + 1,
+        version=version,
+        buffer=buffer.state(),
+        ledger=ledger.state(),
+        **producer.saved_state(),
+    )
+    write_controller_state(directory, state)
+    mark_latest(run_dir, directory)
+    log.info("checkpoint after step %d: %s", step, directory)
+    return {"checkpoint/s": time.perf_counter() - started}
 
 
 def checkpoints_dir(run_dir: str | Path) -> Path:

@@ -25,15 +25,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core.config import Config
+from core.records import GroupSpec
 from core.types import Group
 from core.waits import bounded
 from orchestrator.balancer import Balancer
 from orchestrator.buffer import ReplayBuffer
 from orchestrator.checkpoint import ControllerState
 from orchestrator.env_faults import EnvBreaker, needs_rerun
+from orchestrator.fleet import Fleet
 from orchestrator.ledger import Audit, Ledger, audit
-from orchestrator.system import System
-from rollout.envpool import GroupSpec
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Producer:
 
     def __init__(
         self,
-        system: System,
+        fleet: Fleet,
         buffer: ReplayBuffer,
         cfg: Config,
         state: LoopPosition,
@@ -76,7 +76,7 @@ class Producer:
         balancer: Balancer,
         resume: ControllerState | None = None,
     ):
-        self.system = system
+        self.fleet = fleet
         self.buffer = buffer
         self.ledger = ledger
         self.balancer = balancer
@@ -106,8 +106,18 @@ class Producer:
 
     @property
     def pools(self) -> list[Any]:
-        """The system's env pools (a replaced pool takes its slot in place)."""
-        return self.system.pools
+        """The fleet's env pools (a replaced pool takes its slot in place)."""
+        return self.fleet.pools
+
+    def saved_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the producer (ControllerState's fields)."""
+        return {
+            "next_seed": self.next_seed,
+            "pending_seeds": self.in_flight_seeds(),
+            "reruns": dict(self.reruns),
+            "losses": dict(self.losses),
+            "issued": dict(self.issued),
+        }
 
     def in_flight_seeds(self) -> list[int]:
         """Task seeds of groups started and not yet admitted (a checkpoint keeps them)."""
@@ -312,7 +322,7 @@ class Producer:
                 "the environment keeps killing its pool"
             )
         log.warning("env pool %d lost (%s); replacing it", index, why)
-        await self.system.replace_pool(index)
+        self.fleet.replace_pool(index)
 
     def stop(self) -> None:
         for task in self._in_flight:

@@ -19,8 +19,9 @@ from typing import Any
 from bootstrap.policy import export_tokenizer
 from core.config import Config, ConfigError
 from core.metrics import MetricsLogger
-from orchestrator.checkpoint import LEARNER_TAG, ControllerState, latest, read_controller_state
-from orchestrator.controller import RunState, train
+from orchestrator.assembly import RunState
+from orchestrator.checkpoint import ControllerState, latest, read_controller_state
+from orchestrator.controller import train
 from orchestrator.preflight import preflight
 from orchestrator.system import System
 
@@ -47,7 +48,7 @@ async def run(cfg: Config, alongside: Callable[[System], Awaitable[Any]] | None 
         if companion is not None:
             companion.cancel()
         final = Path(cfg.logger.run_dir) / "final_model"
-        await system.save_pretrained(str(final))
+        await system.learner.save_pretrained(str(final))
         await asyncio.to_thread(export_tokenizer, checked.model_path, str(final))
         log.info("final policy v%d saved to %s", state.version, final)
     finally:
@@ -105,11 +106,11 @@ def resume_point(cfg: Config) -> Path | None:
 async def restore(system: System, directory: Path) -> ControllerState:
     """Load the learner's checkpoint, bring its weights to the rollout workers and
     return the controller's saved state."""
-    await system.learner.load_checkpoint(str(directory / "learner"), LEARNER_TAG)
+    await system.learner.load_checkpoint(directory)
     controller = read_controller_state(directory)
     # The controller numbers versions (the learner's own step count can differ
     # after a learner restore); publish the restored weights under its number.
-    await system.publish(await system.export_weights(controller.version))
+    await system.fleet.publish(await system.learner.export_weights(controller.version))
     log.info(
         "resumed from %s at step %d, version %d",
         directory,

@@ -1,12 +1,17 @@
-"""Metrics that summarise a step: trajectories (rewards, tool use, statuses,
-lengths, versions) and the rollout fleet (per-worker load, speculation, skew)."""
+"""Metrics that summarise a step, built from records: trajectories (rewards, tool
+use, statuses, lengths, versions), the rollout fleet (per-worker load, speculation,
+skew, from EngineStats and PoolStats), the step's clock, and the record of what
+was trained (TrainedRecord: which versions produced each trained trajectory)."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from typing import Any
+from dataclasses import dataclass
 
-from core.types import Group, Status
+from core.records import EngineStats, PoolStats
+from core.types import Batch, Group, Status
+from orchestrator.resources import tree_memory_gib
 from rollout.router import placement_skew
 
 
@@ -47,42 +52,88 @@ def batch_metrics(groups: list[Group], learner_version: int) -> dict[str, float]
 
 
 def fleet_metrics(
-    worker_stats: dict[str, dict[str, Any]], pool_stats: list[dict[str, Any]]
+    worker_stats: dict[str, EngineStats], pool_stats: list[PoolStats]
 ) -> dict[str, float]:
     """Per rollout worker: tokens generated, queue depth, prefix-cache hits and
     speculative acceptance; across them: placement skew (max/mean tokens placed)."""
-    metrics: dict[str, float] = {}
     placed: dict[str, float] = {}
     for pool in pool_stats:
-        for worker_id, load in pool["workers"].items():
-            if load["healthy"]:
-                placed[worker_id] = placed.get(worker_id, 0.0) + load["placed_tokens"]
-    metrics["rollout/placement_skew"] = placement_skew(list(placed.values()))
+        for worker_id, load in pool.workers.items():
+            if load.healthy:
+                placed[worker_id] = placed.get(worker_id, 0.0) + load.placed_tokens
+    metrics = {"rollout/placement_skew": placement_skew(list(placed.values()))}
     for worker_id, stats in worker_stats.items():
         prefix = f"worker/{worker_id}"
-        metrics[f"{prefix}/generated_tokens"] = float(stats["generated_tokens"])
-        metrics[f"{prefix}/queue_depth"] = float(stats["in_flight"])
-        metrics[f"{prefix}/version"] = float(stats["version"])
-        prompt = stats["prompt_tokens"]
-        metrics[f"{prefix}/prefix_cache_hit"] = (
-            stats["cached_prompt_tokens"] / prompt if prompt else 0.0
-        )
+        metrics[f"{prefix}/generated_tokens"] = float(stats.generated_tokens)
+        metrics[f"{prefix}/queue_depth"] = float(stats.in_flight)
+        metrics[f"{prefix}/version"] = float(stats.version)
+        metrics[f"{prefix}/prefix_cache_hit"] = stats.prefix_cache_hit
         metrics |= _speculation(prefix, stats)
-    drafted = sum(s["spec_drafted"] for s in worker_stats.values())
+    drafted = sum(s.spec_drafted for s in worker_stats.values())
     if drafted:
-        metrics["spec/acceptance_rate"] = (
-            sum(s["spec_accepted"] for s in worker_stats.values()) / drafted
-        )
+        accepted = sum(s.spec_accepted for s in worker_stats.values())
+        metrics["spec/acceptance_rate"] = accepted / drafted
     return metrics
 
 
-def _speculation(prefix: str, stats: dict[str, Any]) -> dict[str, float]:
+def _speculation(prefix: str, stats: EngineStats) -> dict[str, float]:
     """Acceptance rate (accepted / drafted tokens) and mean accepted length
     (tokens emitted per decode step: the accepted drafts plus the target's own)."""
-    if not stats["spec_drafted"]:
+    if not stats.spec_drafted:
         return {}
     return {
-        f"{prefix}/spec_acceptance_rate": stats["spec_accepted"] / stats["spec_drafted"],
-        f"{prefix}/spec_mean_accepted_len": 1.0
-        + stats["spec_accepted"] / max(1, stats["spec_steps"]),
+        f"{prefix}/spec_acceptance_rate": stats.spec_accepted / stats.spec_drafted,
+        f"{prefix}/spec_mean_accepted_len": 1.0 + stats.spec_accepted / max(1, stats.spec_steps),
     }
+
+
+class StepClock:
+    """Step time, rollout throughput over the step, elapsed time and memory."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.last_tokens = 0
+
+    def tick(self, generated_tokens: int) -> dict[str, float]:
+        now = time.perf_counter()
+        metrics = {
+            "perf/rollout_tokens_per_s": (generated_tokens - self.last_tokens) / (now - self.last),
+            "perf/step_s": now - self.last,
+            "perf/elapsed_s": now - self.started,
+            "perf/memory_gib": tree_memory_gib(),
+        }
+        self.last, self.last_tokens = now, generated_tokens
+        return metrics
+
+
+@dataclass(frozen=True)
+class TrainedRecord:
+    """One trajectory handed to the learner, with the versions that produced it."""
+
+    trajectory_id: str
+    min_version: int
+    max_version: int
+    learner_version: int
+    turn_versions: tuple[tuple[int, ...], ...]
+    """The distinct versions of each turn's generated tokens."""
+    workers: tuple[str, ...]
+    """The worker of each turn."""
+    lock_broken: bool
+
+
+def trained_records(batch: Batch) -> list[TrainedRecord]:
+    return [
+        TrainedRecord(
+            t.trajectory_id,
+            t.min_version,
+            t.max_version,
+            batch.learner_version,
+            tuple(
+                tuple(sorted(set(t.versions[u.start : u.start + u.num_generated]))) for u in t.turns
+            ),
+            tuple(u.worker_id for u in t.turns),
+            t.lock_broken,
+        )
+        for t in batch.trajectories
+        if t.status.trainable
+    ]

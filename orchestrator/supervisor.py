@@ -10,7 +10,7 @@ trips its circuit breaker: it stays out, with one clear log line, and the
 run goes on with the others.
 
 Env pools are supervised by the producer, which sees their deaths first (a
-group call fails) and re-runs the lost groups; it asks `System.replace_pool`.
+group call fails) and re-runs the lost groups; it asks `Fleet.replace_pool`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 
 
 class Supervisor:
-    def __init__(self, system: Any, cfg: SupervisorConfig):
-        self.system = system
+    def __init__(self, fleet: Any, cfg: SupervisorConfig):
+        self.fleet = fleet
         self.cfg = cfg
         self.restarts: Counter[str] = Counter()
         self.broken: set[str] = set()
@@ -50,7 +50,7 @@ class Supervisor:
 
     async def unhealthy(self) -> list[str]:
         """Workers that are dead or do not answer in time (breaker-open ones excluded)."""
-        watched = [w for w in self.system.workers if w not in self.broken]
+        watched = [w for w in self.fleet.workers if w not in self.broken]
         answers = await asyncio.gather(
             *[self._healthy(w) for w in watched], return_exceptions=False
         )
@@ -71,7 +71,7 @@ class Supervisor:
         self.restarts[worker_id] += 1
         log.warning("replacing rollout worker %s (restart %d)", worker_id, self.restarts[worker_id])
         try:
-            await self.system.replace_worker(worker_id)
+            await self.fleet.replace_worker(worker_id)
         except Exception as exc:  # noqa: BLE001 - a failed restart counts, the next check retries
             log.error("restarting %s failed: %s", worker_id, exc)
             return False
@@ -87,11 +87,7 @@ class Supervisor:
         import ray
 
         try:
-            await bounded(
-                self.system.workers[worker_id].health.remote(),
-                self.cfg.health_timeout_s,
-                f"{worker_id} health",
-            )
+            await self.fleet.health(worker_id, self.cfg.health_timeout_s)
             return True
         except (ray.exceptions.RayActorError, TimeoutError):
             return False

@@ -12,15 +12,17 @@ environments, trajectories or Ray.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.images import decode_png
+from core.records import EngineStats, SyncResult
 from core.shm import WeightSnapshot
 
 if TYPE_CHECKING:
@@ -112,7 +114,9 @@ class Generation:
 
 
 @dataclass
-class EngineStats:
+class EngineCounters:
+    """What the engine has done since it started (reported as core.records.EngineStats)."""
+
     requests: int = 0
     in_flight: int = 0
     outstanding_tokens: int = 0
@@ -124,7 +128,6 @@ class EngineStats:
     spec_steps: int = 0
     spec_drafted: int = 0
     spec_accepted: int = 0
-    syncs: list[dict[str, float]] = field(default_factory=list)
 
 
 class EngineError(RuntimeError):
@@ -174,7 +177,7 @@ class Engine:
         self._llm: Any = None
         self._ids = itertools.count()
         self.version = 0
-        self.stats = EngineStats()
+        self.stats = EngineCounters()
         self._busy_since: float | None = None
 
     async def start(self) -> None:
@@ -250,7 +253,7 @@ class Engine:
 
     async def update_weights(
         self, snapshot: WeightSnapshot, lock: str, sync_draft: bool = False
-    ) -> dict[str, float]:
+    ) -> SyncResult:
         """Pause per the lock policy, load `snapshot` through vLLM's weight-transfer
         API (into the drafter too with `sync_draft`), label it with its version,
         resume. Returns the pause it caused."""
@@ -275,15 +278,13 @@ class Engine:
         finally:
             await self._llm.resume_generation()
         resumed = time.perf_counter()
-        sync = {
-            "version": float(snapshot.version),
-            "drain_s": paused - started,
-            "load_s": resumed - paused,
-            "pause_s": resumed - started,
-            "bytes": float(snapshot.total_bytes),
-        }
-        self.stats.syncs.append(sync)
-        return sync
+        return SyncResult(
+            version=snapshot.version,
+            pause_s=resumed - started,
+            load_s=resumed - paused,
+            drain_s=paused - started,
+            bytes=snapshot.total_bytes,
+        )
 
     async def prompt_logprobs(
         self, ids: list[int], images: Sequence[bytes] | None = None
@@ -302,22 +303,10 @@ class Engine:
             out.append(float(entry[token].logprob))
         return out
 
-    def snapshot_stats(self) -> dict[str, Any]:
-        stats = self.stats
-        return {
-            "version": self.version,
-            "requests": stats.requests,
-            "in_flight": stats.in_flight,
-            "outstanding_tokens": stats.outstanding_tokens,
-            "generated_tokens": stats.generated_tokens,
-            "prompt_tokens": stats.prompt_tokens,
-            "cached_prompt_tokens": stats.cached_prompt_tokens,
-            "aborted": stats.aborted,
-            "busy_s": stats.busy_s + self._busy_elapsed(),
-            "spec_steps": stats.spec_steps,
-            "spec_drafted": stats.spec_drafted,
-            "spec_accepted": stats.spec_accepted,
-        }
+    def snapshot_stats(self, worker_id: str = "") -> EngineStats:
+        counters = dataclasses.asdict(self.stats)
+        counters["busy_s"] += self._busy_elapsed()
+        return EngineStats(worker_id=worker_id, version=self.version, **counters)
 
     def shutdown(self) -> None:
         if self._llm is not None:

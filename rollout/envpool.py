@@ -20,11 +20,11 @@ import asyncio
 import logging
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from core.chat import ChatCodec
 from core.config import EnvConfig, RolloutConfig
+from core.records import GroupSpec, PoolStats
 from core.types import Group, Status, Trajectory
 from envs import make_env
 from rollout.agent import EpisodeSpec, Served, run_episode
@@ -36,26 +36,6 @@ log = logging.getLogger(__name__)
 RAY_CALL_GRACE_S = 30.0
 """Beyond the engine's own generation timeout, how long a Ray call may take."""
 DRAIN_POLL_S = 0.05
-
-
-@dataclass(frozen=True)
-class GroupSpec:
-    group_id: str
-    task_seed: int
-    size: int
-    trajectory_ids: tuple[str, ...] = ()
-    """The members' ids, issued by the caller (the producer counts them) and used
-    as given; empty: `<group_id>/<index>` for each of the `size` members."""
-
-    def __post_init__(self) -> None:
-        if not self.trajectory_ids:
-            ids = tuple(f"{self.group_id}/{index}" for index in range(self.size))
-            object.__setattr__(self, "trajectory_ids", ids)
-        if len(self.trajectory_ids) != self.size:
-            raise ValueError(
-                f"group {self.group_id}: {len(self.trajectory_ids)} trajectory ids for "
-                f"{self.size} members"
-            )
 
 
 class EnvPool:
@@ -87,15 +67,14 @@ class EnvPool:
         trajectories = await asyncio.gather(*episodes)
         return Group(spec.group_id, self.env_cfg.id, spec.task_seed, list(trajectories))
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "pool_id": self.pool_id,
-            "pid": os.getpid(),
-            "episodes_started": self.episodes_started,
-            "episodes_finished": self.episodes_finished,
-            "in_flight": self.episodes_started - self.episodes_finished,
-            "workers": self.router.stats(),
-        }
+    def stats(self) -> PoolStats:
+        return PoolStats(
+            pool_id=self.pool_id,
+            pid=os.getpid(),
+            episodes_started=self.episodes_started,
+            episodes_finished=self.episodes_finished,
+            workers=self.router.stats(),
+        )
 
     def set_draining(self, worker_id: str, draining: bool) -> None:
         self.router.set_draining(worker_id, draining)

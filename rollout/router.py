@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.records import RouterLoad
+
 
 class NoWorkerAvailable(RuntimeError):
     """No healthy worker is left: the turn cannot be served."""
@@ -100,17 +102,17 @@ class Router:
         """The live sessions placed on `worker_id` (what a drain waits for)."""
         return [s for s, w in self.sessions.items() if w == worker_id]
 
-    def stats(self) -> dict[str, dict[str, float]]:
+    def stats(self) -> dict[str, RouterLoad]:
         """Per worker: outstanding tokens, queue depth, sessions, tokens placed, state."""
         return {
-            wid: {
-                "outstanding_tokens": float(load.outstanding_tokens),
-                "queue_depth": float(load.in_flight),
-                "sessions": float(len(self.sessions_on(wid))),
-                "placed_tokens": float(load.placed_tokens),
-                "healthy": float(load.healthy),
-                "draining": float(load.draining),
-            }
+            wid: RouterLoad(
+                outstanding_tokens=load.outstanding_tokens,
+                queue_depth=load.in_flight,
+                sessions=len(self.sessions_on(wid)),
+                placed_tokens=load.placed_tokens,
+                healthy=load.healthy,
+                draining=load.draining,
+            )
             for wid, load in self.loads.items()
         }
 

@@ -7,9 +7,9 @@ imported (CPU KV-cache size, core binding, log level), then forwards calls.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from core.config import RolloutConfig
+from core.records import EngineStats, SyncResult, WorkerHealth
 from core.shm import WeightSnapshot
 from rollout.engine import Engine, Generation, SamplingSpec, check_supported, speculative_config
 
@@ -57,7 +57,7 @@ class RolloutWorker:
     ) -> Generation:
         return await self.engine.generate(prompt_ids, spec, timeout_s, images)
 
-    async def update_weights(self, snapshot: WeightSnapshot, lock: str) -> dict[str, float]:
+    async def update_weights(self, snapshot: WeightSnapshot, lock: str) -> SyncResult:
         return await self.engine.update_weights(snapshot, lock, self.sync_draft)
 
     async def prompt_logprobs(
@@ -65,11 +65,11 @@ class RolloutWorker:
     ) -> list[float]:
         return await self.engine.prompt_logprobs(ids, images)
 
-    def stats(self) -> dict[str, Any]:
-        return {"worker_id": self.worker_id, **self.engine.snapshot_stats()}
+    def stats(self) -> EngineStats:
+        return self.engine.snapshot_stats(self.worker_id)
 
-    def health(self) -> dict[str, Any]:
-        return {"worker_id": self.worker_id, "version": self.engine.version, "pid": os.getpid()}
+    def health(self) -> WorkerHealth:
+        return WorkerHealth(self.worker_id, self.engine.version, os.getpid())
 
     def shutdown(self) -> None:
         self.engine.shutdown()

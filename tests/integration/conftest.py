@@ -81,7 +81,7 @@ def ray_cluster():
     """A local Ray cluster shared by every integration test of the session."""
     import ray
 
-    from orchestrator.system import start_ray
+    from orchestrator.actors import start_ray
 
     start_ray(Config())
     yield
@@ -110,20 +110,19 @@ def running_system(ray_cluster, tiny_policy, tmp_path_factory, event_loop_runner
 def pools_of(system: Any, env: EnvConfig) -> Iterator[None]:
     """The System's env pools swapped for one pool of `env` (same vLLM workers,
     same learner); the original pools are back afterwards."""
-    import ray
+    from orchestrator import actors
 
-    from orchestrator.system import _create_pool
-
-    saved = list(system.pools)
+    pools = system.fleet.pools
+    saved = list(pools)
     cfg = copy.deepcopy(system.cfg)
     cfg.env = env
-    system.pools[:] = [_create_pool(cfg, system.model_path, system.workers, 0)]
+    pools[:] = [actors.env_pool(cfg, system.model_path, system.fleet.workers, 0)]
     try:
         yield
     finally:
-        for pool in system.pools:
-            ray.kill(pool)
-        system.pools[:] = saved
+        for pool in pools:
+            actors.kill(pool)
+        pools[:] = saved
 
 
 def run_on(

@@ -14,8 +14,9 @@ import asyncio
 from typing import Any
 
 from core.config import EnvConfig, RolloutConfig
+from core.records import GroupSpec
 from core.types import Group
-from rollout.envpool import EnvPool, GroupSpec
+from rollout.envpool import EnvPool
 
 
 class FaultyPool(EnvPool):
@@ -48,7 +49,7 @@ def faulty_pool(system: Any, env: EnvConfig, faults: tuple[str, ...]) -> Any:
     pool = (
         ray.remote(FaultyPool)
         .options(num_cpus=0, max_concurrency=100_000)
-        .remote("pool-0", system.workers, system.model_path, env, system.cfg.rollout, faults)
+        .remote("pool-0", system.fleet.workers, system.model_path, env, system.cfg.rollout, faults)
     )
     ray.get(pool.stats.remote(), timeout=120)
     return pool

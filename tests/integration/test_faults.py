@@ -33,18 +33,18 @@ def test_killed_worker_and_pool_are_replaced_and_nothing_is_lost(
     cfg.trainer.checkpoint_every = 2
     cfg.logger.run_dir = str(tmp_path)
     cfg.supervisor.interval_s = 0.5
-    first_version = system.version
-    old_worker, old_pool = system.workers[VICTIM], system.pools[0]
-    old_learner = system.learner
+    first_version = system.fleet.version
+    old_worker, old_pool = system.fleet.workers[VICTIM], system.fleet.pools[0]
+    old_learner = system.learner.group
     logger = MetricsLogger(LoggerConfig(run_dir=str(tmp_path), plot_every=0))
     logger.cfg.wandb.enabled = False
 
     async def kill_once_training_is_under_way():
-        while system.version < first_version + 2:
+        while system.fleet.version < first_version + 2:
             await asyncio.sleep(0.05)
         ray.kill(old_worker)
         ray.kill(old_pool)
-        while system.version < first_version + 3:  # after the first checkpoint
+        while system.fleet.version < first_version + 3:  # after the first checkpoint
             await asyncio.sleep(0.05)
         ray.kill(old_learner.ranks[0])
 
@@ -60,13 +60,13 @@ def test_killed_worker_and_pool_are_replaced_and_nothing_is_lost(
     assert len(state.history) == cfg.trainer.total_steps
     last = state.history[-1]
     assert last["fault/worker_restarts"] >= 1 and last["fault/pool_restarts"] >= 1
-    assert last["fault/learner_restarts"] == 1 and system.learner is not old_learner
+    assert last["fault/learner_restarts"] == 1 and system.learner.group is not old_learner
     assert last["ledger/balanced"] == 1.0
     assert last["ledger/trained_more_than_once"] == 0
     ids = [r.trajectory_id for r in state.trained]
     assert len(ids) == len(set(ids))
-    assert system.workers[VICTIM] is not old_worker and system.pools[0] is not old_pool
+    assert system.fleet.workers[VICTIM] is not old_worker and system.fleet.pools[0] is not old_pool
 
-    learner = event_loop_runner(system.learner_logprobs(probe_ids))
-    for worker_id, engine in event_loop_runner(system.prompt_logprobs(probe_ids)).items():
+    learner = event_loop_runner(system.learner.logprobs(probe_ids))
+    for worker_id, engine in event_loop_runner(system.fleet.prompt_logprobs(probe_ids)).items():
         assert _max_diff(learner, engine) < LOGPROB_TOLERANCE, worker_id

@@ -19,7 +19,7 @@ PROGRESS_BAR = re.compile(r"\d+/\d+ \[[^\]]*(step/s|s/step)")
 JUSTIFIED = {
     # All of these come from vLLM's engine-core processes, which the rollout worker spawns
     # with multiprocessing: Ray's worker_process_setup_hook (core.console.quiet, set in
-    # orchestrator/system.start_ray) quiets the actors themselves, but these children
+    # orchestrator/actors.start_ray) quiets the actors themselves, but these children
     # import vLLM, and through it torchao and torch, before any code of asyncrl runs there.
     # torchao's wheel ships extensions that cannot load here (CUDA sm90a, CPython 3.10), and
     # torchao registers enums the way torch 2.13 deprecates:

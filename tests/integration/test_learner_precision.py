@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from core.shm import read_snapshot
-from orchestrator.system import LearnerGroup
+from orchestrator.learners import LearnerGroup
 from tests.integration.conftest import small_run_config
 from tests.integration.test_learner_knobs import _on_policy_batch
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from core.shm import read_snapshot
 from core.types import Batch, Group, Trajectory
-from orchestrator.system import LearnerGroup
+from orchestrator.learners import LearnerGroup
 from tests.integration.conftest import small_run_config
 
 WEIGHT_TOLERANCE = 1e-5

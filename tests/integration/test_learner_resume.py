@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from core.shm import read_snapshot
-from orchestrator.system import LearnerGroup
+from orchestrator.learners import LearnerGroup
 from tests.integration.conftest import small_run_config
 from tests.integration.test_learner_ranks import _batch
 

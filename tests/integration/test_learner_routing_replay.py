@@ -17,7 +17,7 @@ import torch
 
 from core.types import RoutedExperts
 from learner.routing_replay import RoutingReplay
-from orchestrator.system import LearnerGroup
+from orchestrator.learners import LearnerGroup
 from tests.integration.conftest import small_run_config
 from tests.integration.test_learner_ranks import _batch
 from tests.tiny_models import tiny_moe

@@ -19,7 +19,8 @@ from typing import Any
 
 from core.config import Config, EnvConfig, LoggerConfig
 from core.metrics import MetricsLogger
-from orchestrator.controller import RunState, train
+from orchestrator.assembly import RunState
+from orchestrator.controller import train
 from orchestrator.ledger import Ledger
 from tests.integration.faulty_pools import faulty_pool
 
@@ -51,17 +52,17 @@ def _train_with_faults(system: Any, cfg: Config, runner: Any) -> RunState:
     """Train on one FaultyPool in place of the system's pools (put back after)."""
     import ray
 
-    saved = list(system.pools)
-    system.pools[:] = [faulty_pool(system, cfg.env, FAULTS)]
+    saved = list(system.fleet.pools)
+    system.fleet.pools[:] = [faulty_pool(system, cfg.env, FAULTS)]
     logger = MetricsLogger(LoggerConfig(run_dir=cfg.logger.run_dir, plot_every=0))
     logger.cfg.wandb.enabled = False
     try:
         return runner(train(system, cfg, logger))
     finally:
         logger.close()
-        for pool in system.pools:
+        for pool in system.fleet.pools:
             ray.kill(pool)
-        system.pools[:] = saved
+        system.fleet.pools[:] = saved
 
 
 def _groups_in(states: dict[str, str], state: str) -> set[str]:

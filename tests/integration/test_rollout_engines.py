@@ -68,7 +68,7 @@ def _opened_call(codec: ChatCodec, seed: int) -> list[int]:
 
 
 def _load_learner_weights(system, worker, version: int, run):
-    snapshot = run(system.export_weights(version))
+    snapshot = run(system.learner.export_weights(version))
     run(worker.update_weights.remote(snapshot, "turn"))
     return snapshot
 
@@ -89,13 +89,13 @@ def test_ngram_speculation_reports_the_target_models_logprobs(
     worst = 0.0
     for prompt, generation in zip(prompts, generations, strict=True):
         assert generation.token_ids and set(generation.versions) == {1000}
-        recomputed = event_loop_runner(system.learner_logprobs(prompt + generation.token_ids))
+        recomputed = event_loop_runner(system.learner.logprobs(prompt + generation.token_ids))
         tail = recomputed[-len(generation.token_ids) :]
         worst = max(worst, *(abs(a - b) for a, b in zip(tail, generation.logprobs, strict=True)))
     assert worst < LOGPROB_TOLERANCE
 
     stats = event_loop_runner(spare_worker.stats.remote())
-    assert stats["spec_drafted"] > 0 and 0 < stats["spec_accepted"] <= stats["spec_drafted"]
+    assert stats.spec_drafted > 0 and 0 < stats.spec_accepted <= stats.spec_drafted
     remove_snapshot(snapshot)
 
 
@@ -104,14 +104,14 @@ def test_update_lands_mid_generation_and_generation_resumes(
 ):
     system, _ = running_system
     old = _load_learner_weights(system, spare_worker, 1001, event_loop_runner)
-    new = event_loop_runner(system.export_weights(1002))
+    new = event_loop_runner(system.learner.export_weights(1002))
     prompt = _after_tool_result(codec, seed=11)
     spec = SamplingSpec(max_tokens=900, ignore_eos=True)
 
     async def generate_with_an_update_inside():
         generating = asyncio.ensure_future(spare_worker.generate.remote(prompt, spec, 120.0))
         deadline = time.monotonic() + 30
-        while (await spare_worker.stats.remote())["in_flight"] == 0:
+        while (await spare_worker.stats.remote()).in_flight == 0:
             assert time.monotonic() < deadline, "generation never started"
             await asyncio.sleep(0.01)
         sync = await spare_worker.update_weights.remote(new, "none")
@@ -122,7 +122,7 @@ def test_update_lands_mid_generation_and_generation_resumes(
     assert generation.finish_reason == "length" and len(versions) == 900
     assert versions[0] == 1001 and versions[-1] == 1002, "the update did not land mid-generation"
     assert versions == sorted(versions)
-    assert sync["pause_s"] < 30
+    assert sync.pause_s < 30
     remove_snapshot(old)
     remove_snapshot(new)
 
@@ -132,7 +132,8 @@ def test_killed_workers_sessions_finish_on_the_other_worker(
 ):
     import ray
 
-    from rollout.envpool import EnvPool, GroupSpec
+    from core.records import GroupSpec
+    from rollout.envpool import EnvPool
 
     system, cfg = running_system
     survivor = "rollout-1"
@@ -141,7 +142,7 @@ def test_killed_workers_sessions_finish_on_the_other_worker(
         .options(num_cpus=0, max_concurrency=1000)
         .remote(
             "failover-pool",
-            {SPARE: spare_worker, survivor: system.workers[survivor]},
+            {SPARE: spare_worker, survivor: system.fleet.workers[survivor]},
             tiny_policy,
             cfg.env,
             cfg.rollout,
@@ -151,7 +152,7 @@ def test_killed_workers_sessions_finish_on_the_other_worker(
     async def run_group_and_kill_spare():
         running = asyncio.ensure_future(pool.run_group.remote(GroupSpec("failover", 99, 8)))
         deadline = time.monotonic() + 60
-        while (await pool.stats.remote())["workers"][SPARE]["sessions"] == 0:
+        while (await pool.stats.remote()).workers[SPARE].sessions == 0:
             assert time.monotonic() < deadline, "no session was ever placed on the spare worker"
             await asyncio.sleep(0.01)
         ray.kill(spare_worker)

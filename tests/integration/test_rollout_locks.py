@@ -18,7 +18,8 @@ import pytest
 
 from core.config import EnvConfig, LoggerConfig
 from core.metrics import MetricsLogger
-from orchestrator.controller import RunState, train
+from orchestrator.assembly import RunState
+from orchestrator.controller import train
 from tests.integration.conftest import run_on
 
 SLOW_TURNS = {

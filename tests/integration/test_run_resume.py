@@ -36,16 +36,16 @@ def test_checkpoint_then_resume(running_system, probe_ids, event_loop_runner, tm
     assert directory is not None and directory.name == "step-2"
     saved = read_controller_state(directory)
     assert (saved.next_step, saved.version) == (2, first.version)
-    at_checkpoint = run(system.learner_logprobs(probe_ids))
+    at_checkpoint = run(system.learner.logprobs(probe_ids))
 
     cfg.trainer.checkpoint_every = 0
     cfg.trainer.total_steps = 2
     run(train(system, cfg, _logger(tmp_path)))  # the learner moves on past the checkpoint
-    assert _max_diff(run(system.learner_logprobs(probe_ids)), at_checkpoint) > 1e-4
+    assert _max_diff(run(system.learner.logprobs(probe_ids)), at_checkpoint) > 1e-4
 
     resume = run(restore(system, directory))
-    assert _max_diff(run(system.learner_logprobs(probe_ids)), at_checkpoint) < LOGPROB_EXACT
-    assert system.version == saved.version
+    assert _max_diff(run(system.learner.logprobs(probe_ids)), at_checkpoint) < LOGPROB_EXACT
+    assert system.fleet.version == saved.version
     assert [g.group_id for g in resume.buffer["groups"]] == [
         g.group_id for g in saved.buffer["groups"]
     ]

@@ -37,8 +37,8 @@ def test_async_training_versions_staleness_and_weight_arrival(
     running_system, probe_ids, event_loop_runner, tmp_path
 ):
     system, cfg = running_system
-    before_learner = event_loop_runner(system.learner_logprobs(probe_ids))
-    before_engine = event_loop_runner(system.prompt_logprobs(probe_ids))["rollout-0"]
+    before_learner = event_loop_runner(system.learner.logprobs(probe_ids))
+    before_engine = event_loop_runner(system.fleet.prompt_logprobs(probe_ids))["rollout-0"]
     assert _max_diff(before_learner, before_engine) < LOGPROB_TOLERANCE
 
     logger = MetricsLogger(LoggerConfig(run_dir=str(tmp_path), plot_every=0))
@@ -60,8 +60,8 @@ def test_async_training_versions_staleness_and_weight_arrival(
     assert last["ledger/trained"] == len(state.trained)  # replay_ratio 1: each once
     assert last["ledger/produced"] >= last["ledger/trained"] + last["ledger/in_flight"]
 
-    after_learner = event_loop_runner(system.learner_logprobs(probe_ids))
-    after_engines = event_loop_runner(system.prompt_logprobs(probe_ids))
+    after_learner = event_loop_runner(system.learner.logprobs(probe_ids))
+    after_engines = event_loop_runner(system.fleet.prompt_logprobs(probe_ids))
     assert len(after_engines) == cfg.rollout.num_workers
     for after_engine in after_engines.values():
         assert _max_diff(after_learner, after_engine) < LOGPROB_TOLERANCE
@@ -72,7 +72,7 @@ def test_real_engine_trajectory_is_token_exact(running_system, tiny_policy, even
     from transformers import AutoTokenizer
 
     system, cfg = running_system
-    worker = system.workers["rollout-0"]
+    worker = system.fleet.workers["rollout-0"]
     env = make_env("asyncrl/Calculator-v0")
     codec = ChatCodec(AutoTokenizer.from_pretrained(tiny_policy), env.tool_schemas)
     seen: list[tuple[list[int], list[int]]] = []
@@ -97,4 +97,4 @@ def test_real_engine_trajectory_is_token_exact(running_system, tiny_policy, even
 
 
 def system_version(system, run) -> int:
-    return run(system.worker_stats())["rollout-0"]["version"]
+    return run(system.fleet.worker_stats())["rollout-0"].version

@@ -22,13 +22,13 @@ import pytest
 import ray
 
 from core.config import Config
+from core.records import GroupSpec
 from core.types import Group, Trajectory
 from orchestrator import producer as producer_module
 from orchestrator.buffer import ReplayBuffer
 from orchestrator.checkpoint import ControllerState
 from orchestrator.ledger import Ledger
 from orchestrator.producer import Producer
-from rollout.envpool import GroupSpec
 
 GROUP_SIZE = 3
 PER_BATCH = 2
@@ -108,7 +108,7 @@ class FakeSystem:
         self.pools = pools
         self.replaced: list[int] = []
 
-    async def replace_pool(self, index: int) -> None:
+    def replace_pool(self, index: int) -> None:
         self.replaced.append(index)
         self.pools[index] = FakePool()
 

@@ -84,8 +84,8 @@ def test_stats_report_load_queue_and_state():
     worker = router.place("s", 100).worker_id
     router.set_draining(worker, True)
     stats = router.stats()[worker]
-    assert stats["outstanding_tokens"] == 100 and stats["queue_depth"] == 1
-    assert stats["sessions"] == 1 and stats["draining"] == 1.0 and stats["healthy"] == 1.0
+    assert stats.outstanding_tokens == 100 and stats.queue_depth == 1
+    assert stats.sessions == 1 and stats.draining and stats.healthy
 
 
 heavy_tailed = st.one_of(st.integers(1, 50), st.integers(500, 5000))

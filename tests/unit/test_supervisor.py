@@ -1,4 +1,4 @@
-"""Supervisor decisions on a stand-in system: dead and hung workers are replaced,
+"""Supervisor decisions on a stand-in fleet: dead and hung workers are replaced,
 healthy ones left alone, and a worker that keeps dying trips its breaker."""
 
 from __future__ import annotations
@@ -26,10 +26,15 @@ class Worker:
 
 
 class System:
+    """A stand-in for orchestrator.fleet.Fleet's membership calls."""
+
     def __init__(self, states: dict[str, str], survives_restart: bool = True):
         self.workers = {w: Worker(s) for w, s in states.items()}
         self.survives_restart = survives_restart
         self.replaced: list[str] = []
+
+    async def health(self, worker_id: str, timeout_s: float) -> dict:
+        return await asyncio.wait_for(self.workers[worker_id].health.remote(), timeout_s)
 
     async def replace_worker(self, worker_id: str) -> None:
         self.replaced.append(worker_id)

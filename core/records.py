@@ -1,0 +1,104 @@
+"""Typed records that cross process boundaries beside trajectories: what the
+control plane asks of rollout workers and env pools (stats, health, weight syncs)
+and what it hands a pool (a group to run).
+
+Each part reports its own record; the control plane reads fields, never string
+keys. Plain frozen dataclasses: no torch, cheap to pickle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """One task for an env pool: run `size` episodes of `task_seed` as one group."""
+
+    group_id: str
+    task_seed: int
+    size: int
+    trajectory_ids: tuple[str, ...] = ()
+    """The members' ids, issued by the caller (the producer counts them) and used
+    as given; empty: `<group_id>/<index>` for each of the `size` members."""
+
+    def __post_init__(self) -> None:
+        if not self.trajectory_ids:
+            ids = tuple(f"{self.group_id}/{index}" for index in range(self.size))
+            object.__setattr__(self, "trajectory_ids", ids)
+        if len(self.trajectory_ids) != self.size:
+            raise ValueError(
+                f"group {self.group_id}: {len(self.trajectory_ids)} trajectory ids for "
+                f"{self.size} members"
+            )
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A rollout worker's engine counters since it started."""
+
+    worker_id: str
+    version: int
+    requests: int = 0
+    in_flight: int = 0
+    outstanding_tokens: int = 0
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    aborted: int = 0
+    busy_s: float = 0.0
+    spec_steps: int = 0
+    spec_drafted: int = 0
+    spec_accepted: int = 0
+
+    @property
+    def prefix_cache_hit(self) -> float:
+        return self.cached_prompt_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
+
+
+@dataclass(frozen=True)
+class WorkerHealth:
+    worker_id: str
+    version: int
+    pid: int
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """One worker's load of one weight version: what the update cost it."""
+
+    version: int
+    pause_s: float
+    """Generation stood still on this worker (pause to resume)."""
+    load_s: float
+    drain_s: float
+    """Waiting for in-flight work before loading (pause modes that wait; the rolling
+    drain of `trajectory` locking adds its own wait)."""
+    bytes: int
+    lock_broken: int = 0
+    """Trajectories still locked to the worker when its drain timed out."""
+
+
+@dataclass(frozen=True)
+class RouterLoad:
+    """What one env pool's router has placed on one rollout worker."""
+
+    outstanding_tokens: int
+    queue_depth: int
+    sessions: int
+    placed_tokens: int
+    healthy: bool
+    draining: bool
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    pool_id: str
+    pid: int
+    episodes_started: int
+    episodes_finished: int
+    workers: dict[str, RouterLoad]
+
+    @property
+    def in_flight(self) -> int:
+        return self.episodes_started - self.episodes_finished

@@ -1,0 +1,255 @@
+"""The rollout fleet: rollout workers, env pools, which workers are dead, and
+bringing each new weight version to every live worker.
+
+One owner: nothing else holds the workers dict, the pools list or the dead set
+(the supervisor and the producer ask the fleet to replace a worker or a pool).
+
+Publishing follows `rollout.lock`:
+- `turn` and `none`: every live worker loads at once; its engine pauses as the
+  policy says (let in-flight turns finish / freeze them and resume on the new
+  weights);
+- `trajectory`: a rolling update, one worker at a time, so the others keep
+  generating: the env pools stop placing new trajectories on the worker, the fleet
+  waits for the ones locked to it (at most `rollout.lock_timeout_s`; those still
+  running are then marked lock-broken), the worker loads, re-opens.
+A worker that dies or hangs during an update is marked dead in every pool and
+skipped: the run goes on while one worker lives. A replacement worker loads the
+latest published version before it serves. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.config import Config
+from core.records import EngineStats, PoolStats, SyncResult, WorkerHealth
+from core.shm import WeightSnapshot, remove_snapshot
+from core.waits import bounded
+from orchestrator import actors
+
+log = logging.getLogger(__name__)
+
+DRAIN_POLL_S = 0.05
+
+
+class NoLiveWorkers(RuntimeError):
+    """Every rollout worker is dead: nothing can generate any more."""
+
+
+@dataclass
+class Fleet:
+    cfg: Config
+    model_path: str
+    workers: dict[str, Any]
+    pools: list[Any]
+    dead: set[str] = field(default_factory=set)
+    published: WeightSnapshot | None = None
+    """The newest version every live worker has (a replacement loads it)."""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while a version is published or a replacement is loaded, so a
+    replacement never misses a version."""
+    _publishing: asyncio.Task | None = None
+
+    @classmethod
+    async def start(cls, cfg: Config, model_path: str) -> Fleet:
+        """Start the rollout workers, then the env pools that place turns on them."""
+        workers = {
+            actors.worker_id(i): actors.rollout_worker(cfg, model_path, i)
+            for i in range(cfg.rollout.num_workers)
+        }
+        await bounded(
+            asyncio.gather(*[w.start.remote() for w in workers.values()]),
+            cfg.rollout.startup_timeout_s,
+            f"{len(workers)} vLLM rollout worker(s) to start",
+        )
+        pools = [actors.env_pool(cfg, model_path, workers, i) for i in range(cfg.env.num_pools)]
+        return cls(cfg, model_path, workers, pools)
+
+    @property
+    def version(self) -> int:
+        """The last weight version published to the rollout workers."""
+        return self.published.version if self.published else 0
+
+    @property
+    def live_workers(self) -> dict[str, Any]:
+        return {w: h for w, h in self.workers.items() if w not in self.dead}
+
+    # -- weights ----------------------------------------------------------------------
+
+    async def publish(self, snapshot: WeightSnapshot, background: bool = False) -> dict[str, float]:
+        """Load `snapshot` into every live worker; with `background`, start doing so
+        and return at once (`synced()` waits for it). One publish at a time."""
+        await self.synced()
+        if background:
+            self._publishing = asyncio.create_task(self._publish(snapshot))
+            return {}
+        return await self._publish(snapshot)
+
+    async def synced(self) -> dict[str, float]:
+        """Wait for a background publish; its sync metrics ({} when none ran)."""
+        task, self._publishing = self._publishing, None
+        return await task if task is not None else {}
+
+    async def _publish(self, snapshot: WeightSnapshot) -> dict[str, float]:
+        started = time.perf_counter()
+        async with self.lock:
+            live = list(self.live_workers)
+            if self.cfg.rollout.lock == "trajectory":
+                syncs = [await self._rolling_update(w, snapshot) for w in live]
+            else:
+                syncs = await asyncio.gather(*[self._update(w, snapshot) for w in live])
+            loaded = [s for s in syncs if s is not None]
+            if not loaded:
+                raise NoLiveWorkers(f"no rollout worker is alive to load v{snapshot.version}")
+            previous, self.published = self.published, snapshot
+            if previous is not None:
+                remove_snapshot(previous)
+        return _sync_metrics(loaded, snapshot, time.perf_counter() - started) | self.stats()
+
+    async def _rolling_update(self, worker_id: str, snapshot: WeightSnapshot) -> SyncResult | None:
+        started = time.perf_counter()
+        await self._on_pools(lambda p: p.set_draining.remote(worker_id, True), "drain")
+        try:
+            broken = await self._drain(worker_id)
+            sync = await self._update(worker_id, snapshot)
+        finally:
+            await self._on_pools(lambda p: p.set_draining.remote(worker_id, False), "re-open")
+        if sync is None:
+            return None
+        drain_s = time.perf_counter() - started - sync.load_s
+        return dataclasses.replace(sync, drain_s=drain_s, lock_broken=broken)
+
+    async def _drain(self, worker_id: str) -> int:
+        """Wait for the trajectories locked to `worker_id`; those left at
+        rollout.lock_timeout_s are marked lock-broken. Returns how many were."""
+        deadline = time.monotonic() + self.cfg.rollout.lock_timeout_s
+        while (left := sum(await self._on_pools(lambda p: p.sessions_on.remote(worker_id)))) > 0:
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "%s: %d trajectories still running after rollout.lock_timeout_s=%.0fs; "
+                    "they continue on the new weights, recorded as lock-broken",
+                    worker_id,
+                    left,
+                    self.cfg.rollout.lock_timeout_s,
+                )
+                return sum(await self._on_pools(lambda p: p.break_locks.remote(worker_id)))
+            await asyncio.sleep(DRAIN_POLL_S)
+        return 0
+
+    async def _update(self, worker_id: str, snapshot: WeightSnapshot) -> SyncResult | None:
+        import ray
+
+        try:
+            return await bounded(
+                self.workers[worker_id].update_weights.remote(snapshot, self.cfg.rollout.lock),
+                self.cfg.rollout.sync_timeout_s,
+                f"{worker_id} to load weights v{snapshot.version}",
+            )
+        except (ray.exceptions.RayActorError, TimeoutError) as exc:
+            log.error("%s lost during the update (%s); marking it dead", worker_id, exc)
+            self.dead.add(worker_id)
+            await self._on_pools(lambda p: p.mark_dead.remote(worker_id), "mark dead")
+            return None
+
+    # -- membership ---------------------------------------------------------------------
+
+    async def replace_worker(self, worker_id: str) -> None:
+        """Start a new rollout worker under `worker_id`, load the published version
+        and hand it to every env pool."""
+        actors.kill(self.workers[worker_id])
+        index = list(self.workers).index(worker_id)
+        handle = actors.rollout_worker(self.cfg, self.model_path, index)
+        await bounded(
+            handle.start.remote(), self.cfg.rollout.startup_timeout_s, f"{worker_id} to restart"
+        )
+        async with self.lock:
+            if self.published is not None:
+                await bounded(
+                    handle.update_weights.remote(self.published, "turn"),
+                    self.cfg.rollout.sync_timeout_s,
+                    f"restarted {worker_id} to load v{self.version}",
+                )
+            self.workers[worker_id] = handle
+            self.dead.discard(worker_id)
+            await self._on_pools(lambda p: p.replace_worker.remote(worker_id, handle), "take back")
+
+    def replace_pool(self, index: int) -> None:
+        """A new env pool in slot `index` (its groups are re-run by the producer)."""
+        actors.kill(self.pools[index])
+        self.pools[index] = actors.env_pool(self.cfg, self.model_path, self.workers, index)
+
+    async def health(self, worker_id: str, timeout_s: float) -> WorkerHealth:
+        return await bounded(
+            self.workers[worker_id].health.remote(), timeout_s, f"{worker_id} health"
+        )
+
+    # -- what the fleet reports ---------------------------------------------------------
+
+    async def worker_stats(self) -> dict[str, EngineStats]:
+        """Engine stats of each live worker that answers (a lost one is the
+        supervisor's business, not a reason to stop logging)."""
+        live = self.live_workers
+        answers = await self._answers([w.stats.remote() for w in live.values()], "worker stats")
+        return {w: a for w, a in zip(live, answers, strict=True) if not isinstance(a, Exception)}
+
+    async def pool_stats(self) -> list[PoolStats]:
+        """Each answering env pool's episode counts and its router's per-worker load."""
+        answers = await self._answers([p.stats.remote() for p in self.pools], "env pool stats")
+        return [a for a in answers if not isinstance(a, Exception)]
+
+    async def prompt_logprobs(self, ids: list[int]) -> dict[str, list[float]]:
+        """Each live worker's logprobs of `ids` (to check weights arrived)."""
+        live = self.live_workers
+        calls = [w.prompt_logprobs.remote(ids) for w in live.values()]
+        answers = await bounded(
+            asyncio.gather(*calls), self.cfg.ray.call_timeout_s, "rollout workers' logprobs"
+        )
+        return dict(zip(live, answers, strict=True))
+
+    def stats(self) -> dict[str, float]:
+        return {"fault/dead_workers": float(len(self.dead))}
+
+    async def shutdown(self) -> None:
+        # Pools first: an episode still running when its worker goes would log a lost
+        # worker for a run that is simply over.
+        for pool in self.pools:
+            actors.kill(pool)
+        try:
+            calls = [w.shutdown.remote() for w in self.live_workers.values()]
+            await bounded(
+                asyncio.gather(*calls), self.cfg.ray.shutdown_timeout_s, "rollout workers to stop"
+            )
+        except Exception as exc:  # noqa: BLE001 - shutting down anyway
+            log.warning("rollout workers did not shut down cleanly: %s", exc)
+        for worker in self.workers.values():
+            actors.kill(worker)
+        if self.published is not None:
+            remove_snapshot(self.published)
+
+    async def _on_pools(self, call: Callable[[Any], Any], what: str = "") -> list[Any]:
+        """`call(pool)` on every env pool, bounded by ray.call_timeout_s."""
+        calls = [call(pool) for pool in self.pools]
+        return await bounded(asyncio.gather(*calls), self.cfg.ray.call_timeout_s, f"pools: {what}")
+
+    async def _answers(self, calls: list[Any], what: str) -> list[Any]:
+        gathered = asyncio.gather(*calls, return_exceptions=True)
+        return await bounded(gathered, self.cfg.ray.call_timeout_s, what)
+
+
+def _sync_metrics(
+    loaded: list[SyncResult], snapshot: WeightSnapshot, total_s: float
+) -> dict[str, float]:
+    return {
+        "sync/pause_s": max(s.pause_s for s in loaded),
+        "sync/drain_s": max(s.drain_s for s in loaded),
+        "sync/load_s": max(s.load_s for s in loaded),
+        "sync/total_s": total_s,
+        "sync/lock_broken": float(sum(s.lock_broken for s in loaded)),
+        "sync/bytes": float(snapshot.total_bytes),
+    }
