@@ -2,14 +2,31 @@
 
 Every knob of a run lives here with a line saying what it does; the YAML files
 under conf/ only choose values. Because the schemas are structured, a typo in
-a key or a wrong type fails at start-up with the key's name, not deep in a run.
+a key, a wrong type or a choice that is not one (core.choices) fails at start-up
+with the key's name, not deep in a run. The rules a type cannot state (ranges,
+fields that depend on each other) and composing a Config from conf/ live in
+core.compose; `ConfigError` and `validate` are re-exported here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
+
+from core.choices import (
+    AdvantageStd,
+    AlgorithmName,
+    LossAggregation,
+    LrSchedule,
+    OffPolicy,
+    Precision,
+    RolloutLock,
+    SpeculativeMethod,
+    TrainerMode,
+    WandbMode,
+)
+from core.compose import ConfigError as ConfigError  # re-exported: its users import it here
+from core.compose import validate as validate
 
 
 @dataclass
@@ -58,7 +75,7 @@ class ModelConfig:
 
 @dataclass
 class SpeculativeConfig:
-    method: str = "none"
+    method: SpeculativeMethod = SpeculativeMethod.none
     """none | ngram (prompt lookup: cheap, good when turns echo tool output) |
     draft_model (a smaller drafter, `draft_model` below) | mtp (the policy's own
     multi-token-prediction heads; models that have them, e.g. Qwen3-Next)."""
@@ -90,7 +107,7 @@ class RolloutConfig:
     run's checks, which settle None: orchestrator.preflight.)"""
     temperature: float = 1.0
     top_p: float = 1.0
-    lock: str = "turn"
+    lock: RolloutLock = RolloutLock.turn
     """Multi-turn rollout locking, i.e. when weight updates may land:
     `trajectory`: every token of a trajectory comes from one version; a worker with
     an update pending admits no new trajectories, drains its own (bounded by
@@ -154,14 +171,14 @@ class LearnerConfig:
     num_ranks: int = 1
     """DeepSpeed ranks, one Ray actor each (gloo on CPU, NCCL on GPU)."""
     zero_stage: int = 2
-    precision: str = "fp32"
+    precision: Precision = Precision.fp32
     """fp32 | bf16 (emulated and slow on CPUs without AMX) | fp8 (torchao float8
     training of the transformer blocks' linear layers; embeddings, LM head, norms
     and MoE routers stay in fp32; see learner/fp8.py)."""
     lr: float = 2e-4
     weight_decay: float = 0.0
     lr_warmup_steps: int = 0
-    lr_schedule: str = "constant"
+    lr_schedule: LrSchedule = LrSchedule.constant
     """After the linear warm-up: constant | cosine (to lr_min_ratio * lr at lr_decay_steps)."""
     lr_decay_steps: int = 1000
     lr_min_ratio: float = 0.1
@@ -180,22 +197,9 @@ class LearnerConfig:
     step_timeout_s: float = 600.0
 
 
-ALGORITHM_NAMES = ("grpo", "gspo", "dapo", "ppo")
-"""The names learner.algos.ALGORITHMS defines (checked by a unit test)."""
-
-
-class AdvantageStd(StrEnum):
-    """Which standard deviation divides group-centred rewards."""
-
-    SAMPLE = "sample"
-    """Bessel-corrected (n-1), as verl and TRL compute it."""
-    POPULATION = "population"
-    """Divided by n: advantages smaller by sqrt((n-1)/n) (0.94 at n=8)."""
-
-
 @dataclass
 class AlgoConfig:
-    name: str = "grpo"
+    name: AlgorithmName = AlgorithmName.grpo
     """grpo | gspo (sequence-level ratio) | dapo (clip-higher, token-mean, dynamic
     sampling, overlong shaping: conf/algo/dapo.yaml) | ppo (clipped surrogate,
     leave-one-out baseline; no critic)."""
@@ -214,14 +218,14 @@ class AlgoConfig:
     learner and behavior logprobs differ wildly gives a finite ratio."""
     normalize_std: bool = True
     """Divide group-centred rewards by the group's std (GRPO); False is Dr. GRPO."""
-    adv_std: AdvantageStd = AdvantageStd.SAMPLE
+    adv_std: AdvantageStd = AdvantageStd.sample
     """sample (default: what verl and TRL compute, so runs compare) | population."""
     entropy_coef: float = 0.0
     """Entropy bonus: the loss gets -entropy_coef * (token entropy), with its gradient.
     0 computes entropy for the metric only, without a graph."""
-    loss_agg: str | None = None
+    loss_agg: LossAggregation | None = None
     """token-mean | seq-mean-token-mean | seq-mean-token-sum; None: the algorithm's."""
-    off_policy: str = "behavior"
+    off_policy: OffPolicy = OffPolicy.behavior
     """How samples from older or numerically different policies are corrected:
     behavior: the PPO ratio is taken against the engine's behavior logprobs;
     tis: decoupled PPO (ratio against the learner's own logprobs before the
@@ -259,7 +263,7 @@ class BufferConfig:
 @dataclass
 class WandbConfig:
     enabled: bool = True
-    mode: str = "offline"
+    mode: WandbMode = WandbMode.offline
     """offline (default: no network needed; `wandb sync` later) | online | disabled."""
     project: str = "asyncrl"
     entity: str | None = None
@@ -283,7 +287,7 @@ class LoggerConfig:
 @dataclass
 class TrainerConfig:
     total_steps: int = 40
-    mode: str = "async"
+    mode: TrainerMode = TrainerMode["async"]
     """async: rollouts never wait for the learner beyond the staleness bound;
     sync: generate a batch, train, publish, repeat (staleness 0)."""
     seed: int = 0
@@ -356,110 +360,6 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     balancer: BalancerConfig = field(default_factory=BalancerConfig)
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message says which key and how to fix it."""
-
-
-def validate(cfg: Config) -> None:
-    """Checks that structured typing cannot express; raises ConfigError."""
-    checks = [
-        (
-            cfg.rollout.lock in ("trajectory", "turn", "none"),
-            "rollout.lock must be 'trajectory', 'turn' or 'none'",
-        ),
-        (
-            cfg.rollout.speculative.method in ("none", "ngram", "draft_model", "mtp"),
-            "rollout.speculative.method must be none, ngram, draft_model or mtp",
-        ),
-        (
-            cfg.rollout.speculative.method != "draft_model"
-            or bool(cfg.rollout.speculative.draft_model),
-            "rollout.speculative.method=draft_model needs rollout.speculative.draft_model=<path>",
-        ),
-        (cfg.trainer.mode in ("async", "sync"), "trainer.mode must be 'async' or 'sync'"),
-        (
-            cfg.algo.off_policy in ("behavior", "tis", "mis"),
-            "algo.off_policy must be behavior, tis or mis",
-        ),
-        (
-            cfg.algo.loss_agg in (None, "token-mean", "seq-mean-token-mean", "seq-mean-token-sum"),
-            "algo.loss_agg must be token-mean, seq-mean-token-mean or seq-mean-token-sum",
-        ),
-        (cfg.algo.is_cap > 1.0, "algo.is_cap must be > 1"),
-        (
-            cfg.algo.clip_ratio_c is None or cfg.algo.clip_ratio_c > 1.0,
-            "algo.clip_ratio_c (dual-clip) must be > 1, or null to turn it off",
-        ),
-        (cfg.algo.log_ratio_clamp > 0.0, "algo.log_ratio_clamp must be > 0"),
-        (
-            cfg.algo.overlong_buffer >= 0 and cfg.algo.overlong_penalty >= 0.0,
-            "algo.overlong_buffer and algo.overlong_penalty must be >= 0",
-        ),
-        (
-            cfg.algo.overlong_buffer
-            < (cfg.algo.overlong_max_tokens or cfg.rollout.max_tokens_per_turn),
-            "algo.overlong_buffer must be below the turn limit it counts toward "
-            "(algo.overlong_max_tokens, else rollout.max_tokens_per_turn)",
-        ),
-        (
-            cfg.rollout.top_p == 1.0,
-            "rollout.top_p < 1 truncates the engine's sampling distribution, so its "
-            "behavior logprobs are of the truncated distribution while the learner's are "
-            "of the full one (temperature only): every off-policy correction would be "
-            "biased. Set rollout.top_p=1",
-        ),
-        (cfg.algo.kl_coef >= 0.0, "algo.kl_coef must be >= 0"),
-        (
-            cfg.supervisor.group_deadline_s > cfg.env.episode_timeout_s,
-            "supervisor.group_deadline_s must be above env.episode_timeout_s: a pool times "
-            "out its own episodes there, so a lower deadline declares slow groups lost",
-        ),
-        (cfg.trainer.checkpoint_every >= 0, "trainer.checkpoint_every must be >= 0"),
-        (cfg.buffer.replay_ratio >= 1, "buffer.replay_ratio must be >= 1"),
-        (0.0 < cfg.balancer.decrease < 1.0, "balancer.decrease must be in (0, 1)"),
-        (
-            cfg.learner.lr_schedule in ("constant", "cosine"),
-            "learner.lr_schedule must be constant or cosine",
-        ),
-        (
-            cfg.algo.name in ALGORITHM_NAMES,
-            f"algo.name must be one of {', '.join(ALGORITHM_NAMES)}",
-        ),
-        (cfg.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage must be 0, 1, 2 or 3"),
-        (
-            cfg.learner.precision in ("fp32", "bf16", "fp8"),
-            "learner.precision must be fp32, bf16 or fp8",
-        ),
-        (cfg.env.group_size >= 2, "env.group_size must be >= 2 (GRPO normalises within groups)"),
-        (cfg.env.max_group_reruns >= 0, "env.max_group_reruns must be >= 0"),
-        (cfg.env.breaker_window >= 1, "env.breaker_window must be >= 1"),
-        (
-            0.0 <= cfg.env.breaker_failure_rate <= 1.0,
-            "env.breaker_failure_rate must be in [0, 1] (1 turns the breaker off)",
-        ),
-        (cfg.buffer.groups_per_batch >= 1, "buffer.groups_per_batch must be >= 1"),
-        (cfg.buffer.max_staleness >= 0, "buffer.max_staleness must be >= 0"),
-        (cfg.rollout.num_workers >= 1, "rollout.num_workers must be >= 1"),
-        (
-            cfg.rollout.max_model_len is None or cfg.rollout.max_model_len >= 1,
-            "rollout.max_model_len must be >= 1, or null for the model's own context length",
-        ),
-        (
-            isinstance(cfg.env.kwargs, dict),
-            "env.kwargs must be a mapping of the env's arguments: env.kwargs={name: value}",
-        ),
-        (cfg.learner.num_ranks >= 1, "learner.num_ranks must be >= 1"),
-        (cfg.trainer.total_steps >= 1, "trainer.total_steps must be >= 1"),
-        (
-            cfg.logger.wandb.mode in ("offline", "online", "disabled"),
-            "logger.wandb.mode must be offline, online or disabled",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
 
 
 def learner_algo(cfg: Config) -> AlgoConfig:

@@ -10,9 +10,10 @@ the same way, with Hydra's own argument parser, and does two things first:
   into it, so `env.kwargs={}` did nothing); `~env.kwargs` empties it; and
   `env.id=...` starts the kwargs empty, i.e. from that env's own defaults and
   not the default group's (the calculator's).
-- `check_overrides` composes the config as the run will, each sweep combination of a
-  multirun included, and reports the first problem in one line (Hydra's own
-  report of the same error spans a page).
+- `check_overrides` composes the config as the run will (core.compose, with Hydra's
+  search path and `--config-dir`), each sweep combination of a multirun included,
+  and reports the first problem in one line (Hydra's own report of the same error
+  spans a page).
 
 Nothing here imports the run or anything heavy.
 """
@@ -22,14 +23,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf, open_dict
+from core.compose import CONF_DIR, compose
 
-from core.config import register_configs
+__all__ = ["CONF_DIR", "check_overrides", "first_lines", "normalize", "parse_command_line"]
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 MAX_SWEEP_CHECKS = 64
 """A multirun's combinations checked before it starts (each compose takes ~0.1 s)."""
 
@@ -108,7 +107,9 @@ def _sets_kwargs_whole(overrides: list[str]) -> bool:
 
 
 def check_overrides(argv: list[str]) -> str | None:
-    """Compose the config `argv` asks for; the first problem as one line, or None."""
+    """Compose the config `argv` asks for; the first problem as one line, or None.
+    Keys, types and choices only: the rules of `validate` are the run's to report
+    (a multirun reports them per job)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -116,39 +117,11 @@ def check_overrides(argv: list[str]) -> str | None:
     if args is None or args.help or args.hydra_help:
         return None
     try:
-        hydra = _hydra(args.config_dir)
         for overrides in _combinations(args.overrides, bool(args.multirun)):
-            _compose(hydra, args.config_name or "config", overrides)
+            compose(overrides, args.config_dir, args.config_name or "config", checked=False)
     except (HydraException, OmegaConfBaseException) as exc:
         return first_lines(exc)
-    finally:
-        from hydra.core.global_hydra import GlobalHydra
-
-        GlobalHydra.instance().clear()
     return None
-
-
-def _hydra(config_dir: str | None) -> Any:
-    """A Hydra with the search path hydra.main builds (hydra/_internal/utils.py:
-    create_config_search_path, and `--config-dir` prepended before the schema
-    provider as in _run_hydra's add_conf_dir)."""
-    from hydra._internal.hydra import Hydra
-    from hydra._internal.utils import create_config_search_path
-    from hydra.core.config_search_path import SearchPathQuery
-    from hydra.errors import SearchPathException
-
-    register_configs()
-    search_path = create_config_search_path(f"file://{CONF_DIR}")
-    if config_dir is not None:
-        directory = Path(config_dir).resolve()
-        if not directory.is_dir():
-            raise SearchPathException(f"Additional config directory '{directory}' not found")
-        search_path.prepend(
-            provider="command-line",
-            path=f"file://{directory}",
-            anchor=SearchPathQuery(provider="schema"),
-        )
-    return Hydra.create_main_hydra2(task_name="launch", config_search_path=search_path)
 
 
 def _combinations(overrides: list[str], multirun: bool) -> list[list[str]]:
@@ -162,18 +135,6 @@ def _combinations(overrides: list[str], multirun: bool) -> list[list[str]]:
     parsed = OverridesParser.create().parse_overrides(overrides)
     (jobs,) = BasicSweeper.split_arguments(parsed, max_batch_size=None)
     return jobs[:MAX_SWEEP_CHECKS]
-
-
-def _compose(hydra: Any, config_name: str, overrides: list[str]) -> None:
-    from hydra.types import RunMode
-
-    raw = hydra.compose_config(
-        config_name, overrides, run_mode=RunMode.RUN, with_log_configuration=False
-    )
-    with open_dict(raw):  # resolve every interpolation but Hydra's own, as main will
-        raw.logger.run_dir = "run_dir"
-        del raw["hydra"]
-    OmegaConf.to_object(raw)
 
 
 def first_lines(exc: BaseException) -> str:

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from core.config import AlgoConfig, ConfigError
+from core.config import AlgoConfig, AlgorithmName, ConfigError
 from learner.algos.base import Algorithm, PolicyInputs, PolicyLoss
 from learner.algos.dapo import DAPO
 from learner.algos.grpo import GRPO
 from learner.algos.gspo import GSPO
 from learner.algos.ppo import PPO
 
-ALGORITHMS: dict[str, type] = {"grpo": GRPO, "gspo": GSPO, "dapo": DAPO, "ppo": PPO}
+ALGORITHMS: dict[AlgorithmName, type[Algorithm]] = {
+    AlgorithmName.grpo: GRPO,
+    AlgorithmName.gspo: GSPO,
+    AlgorithmName.dapo: DAPO,
+    AlgorithmName.ppo: PPO,
+}
+"""One class per member of AlgorithmName (the choices of `algo.name`; a unit test checks it)."""
 
 
 def make_algorithm(cfg: AlgoConfig) -> Algorithm:
     if cfg.name not in ALGORITHMS:
-        raise ConfigError(f"algo.name={cfg.name!r} is unknown; choose one of {sorted(ALGORITHMS)}")
+        names = ", ".join(ALGORITHMS)
+        raise ConfigError(f"algo.name={cfg.name!r} is unknown; choose one of {names}")
     return ALGORITHMS[cfg.name](cfg)
 
 

@@ -23,10 +23,8 @@ from typing import Protocol
 
 import torch
 
-from core.config import AdvantageStd, AlgoConfig
+from core.config import AdvantageStd, AlgoConfig, LossAggregation, OffPolicy
 from core.types import Trajectory
-
-LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 
 
 @dataclass
@@ -110,7 +108,7 @@ class ClippedSurrogate:
     def masks_tokens(self) -> bool:
         """Whether the loss drops tokens it decides on in the forward pass (MIS), so
         the learner must count the kept ones before it can weight them."""
-        return self.off_policy == "mis"
+        return self.off_policy == OffPolicy.mis
 
     def shaped_reward(self, trajectory: Trajectory) -> float:
         """The reward the advantages see: the env's, less the overlong penalty."""
@@ -124,7 +122,7 @@ class ClippedSurrogate:
         return torch.exp(log_ratio)
 
     def loss(self, inputs: PolicyInputs) -> PolicyLoss:
-        decoupled = self.off_policy != "behavior"
+        decoupled = self.off_policy != OffPolicy.behavior
         reference = inputs.logprobs.detach() if decoupled else inputs.behavior_logprobs
         log_ratio = torch.clamp(
             inputs.logprobs - reference, -self.log_ratio_clamp, self.log_ratio_clamp
@@ -184,7 +182,7 @@ class ClippedSurrogate:
         """pi_proximal / pi_behavior per token, truncated (tis) or masked (mis); and
         which tokens stay in the loss."""
         weight = torch.exp(inputs.logprobs.detach() - inputs.behavior_logprobs)
-        if self.off_policy == "tis":
+        if self.off_policy == OffPolicy.tis:
             return weight.clamp(max=self.is_cap), torch.ones_like(weight, dtype=torch.bool)
         kept = self.kept(inputs.logprobs.detach(), inputs.behavior_logprobs)
         return weight * kept, kept
@@ -219,7 +217,7 @@ class OverlongShaping:
 def group_normalized(
     rewards: list[float],
     normalize_std: bool,
-    std: AdvantageStd = AdvantageStd.SAMPLE,
+    std: AdvantageStd = AdvantageStd.sample,
     eps: float = 1e-6,
 ) -> list[float]:
     """Rewards centred on the group mean, optionally divided by the group's sample
@@ -227,7 +225,7 @@ def group_normalized(
     values = torch.tensor(rewards, dtype=torch.float64)
     centred = values - values.mean()
     if normalize_std and len(rewards) > 1:
-        spread = values.std(unbiased=AdvantageStd(std) == AdvantageStd.SAMPLE)
+        spread = values.std(unbiased=AdvantageStd(std) == AdvantageStd.sample)
         centred = centred / (spread + eps)
     return [float(v) for v in centred]
 
@@ -245,8 +243,8 @@ def aggregation_weights(lengths: list[int], mode: str) -> list[float]:
     """The per-token weight of each sequence so that sum(weight * loss) over the
     batch is its token mean, the mean over sequences of their token means, or the
     mean over sequences of their token sums."""
-    if mode not in LOSS_AGGREGATIONS:
-        raise ValueError(f"loss aggregation {mode!r} is not one of {LOSS_AGGREGATIONS}")
+    if mode not in tuple(LossAggregation):
+        raise ValueError(f"loss aggregation {mode!r} is not one of {', '.join(LossAggregation)}")
     sequences = max(1, len(lengths))
     if mode == "token-mean":
         return [1.0 / max(1, sum(lengths))] * len(lengths)

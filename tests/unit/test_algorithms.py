@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from core.config import ALGORITHM_NAMES, AdvantageStd, AlgoConfig
+from core.config import AdvantageStd, AlgoConfig, AlgorithmName
 from learner.algos import ALGORITHMS, PolicyInputs, make_algorithm
 from learner.algos.base import aggregation_weights, group_normalized, leave_one_out
 
@@ -26,7 +26,7 @@ def _inputs(logp, behavior, adv, weights=None, sequence_ids=None):
 
 
 def test_config_names_every_algorithm():
-    assert set(ALGORITHM_NAMES) == set(ALGORITHMS)
+    assert set(AlgorithmName) == set(ALGORITHMS)
 
 
 def test_gspo_ratio_is_the_length_normalised_sequence_ratio():
@@ -139,7 +139,7 @@ def test_group_advantages_hand_computed():
     assert group_normalized([1, 0, 0, 1], True) == pytest.approx(
         [sample, -sample, -sample, sample], abs=1e-5
     )
-    population = group_normalized([1, 0, 0, 1], True, AdvantageStd.POPULATION)
+    population = group_normalized([1, 0, 0, 1], True, AdvantageStd.population)
     assert population == pytest.approx([1, -1, -1, 1], abs=1e-5)
     assert group_normalized([1, 0, 0, 1], False) == pytest.approx([0.5, -0.5, -0.5, 0.5])
     assert group_normalized([3, 3, 3], True) == [0.0, 0.0, 0.0]

@@ -2,27 +2,46 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
-from pathlib import Path
+import typing
+from operator import attrgetter
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
-from core.config import Config, ConfigError, register_configs, validate
+from core.choices import (
+    AdvantageStd,
+    AlgorithmName,
+    Choice,
+    LossAggregation,
+    LrSchedule,
+    OffPolicy,
+    Precision,
+    RolloutLock,
+    SpeculativeMethod,
+    TrainerMode,
+    WandbMode,
+)
+from core.compose import CONF_DIR as CONF
+from core.compose import compose
+from core.config import Config, ConfigError, validate
+from orchestrator.cli import check_overrides
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
-
-
-def _compose(overrides):
-    register_configs()
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        raw = compose("config", overrides=overrides, return_hydra_config=True)
-        with open_dict(raw):
-            raw.logger.run_dir = "/tmp/x"
-            del raw["hydra"]
-        return OmegaConf.to_object(raw)
+CHOICES = {
+    "rollout.lock": RolloutLock,
+    "rollout.speculative.method": SpeculativeMethod,
+    "trainer.mode": TrainerMode,
+    "algo.name": AlgorithmName,
+    "algo.off_policy": OffPolicy,
+    "algo.loss_agg": LossAggregation,
+    "algo.adv_std": AdvantageStd,
+    "learner.precision": Precision,
+    "learner.lr_schedule": LrSchedule,
+    "logger.wandb.mode": WandbMode,
+}
 
 
 def _options(group):
@@ -39,15 +58,57 @@ def _options(group):
     + [f"+experiment={name}" for name in _options("experiment")],
 )
 def test_every_config_file_composes(override):
-    cfg = _compose([override])
-    assert isinstance(cfg, Config)
-    validate(cfg)
+    assert isinstance(compose([override]), Config)  # and validates
 
 
-def test_bad_value_is_a_config_error():
-    cfg = _compose(["rollout.lock=sometimes"])
-    with pytest.raises(ConfigError, match="rollout.lock"):
-        validate(cfg)
+def _choice_fields(schema: type, prefix: str = "") -> dict[str, type]:
+    hints = typing.get_type_hints(schema)
+    fields: dict[str, type] = {}
+    for field in dataclasses.fields(schema):
+        kind = next((t for t in typing.get_args(hints[field.name]) if t is not type(None)), None)
+        kind = kind or hints[field.name]
+        if dataclasses.is_dataclass(kind):
+            fields |= _choice_fields(kind, f"{prefix}{field.name}.")
+        elif isinstance(kind, type) and issubclass(kind, Choice):
+            fields[f"{prefix}{field.name}"] = kind
+    return fields
+
+
+def test_every_choice_field_of_the_schema_is_tested_here():
+    assert _choice_fields(Config) == CHOICES
+
+
+def test_every_choice_is_named_by_its_value():
+    """OmegaConf finds a member by its name (omegaconf/nodes.py:487-491)."""
+    for choice in Choice.__subclasses__():
+        assert [m.name for m in choice] == [m.value for m in choice], choice
+
+
+@pytest.mark.parametrize("key", CHOICES)
+def test_a_value_outside_a_choice_fails_at_compose_with_the_key(key):
+    with pytest.raises(ConfigCompositionException, match=key):
+        compose([f"{key}=sometimes"])
+    problem = check_overrides([f"{key}=sometimes"])
+    assert problem is not None and "\n" not in problem
+    assert key in problem and all(member.value in problem for member in CHOICES[key])
+
+
+@pytest.mark.parametrize("key", CHOICES)
+def test_every_member_of_a_choice_is_taken_by_its_value(key):
+    for member in CHOICES[key]:
+        assert attrgetter(key)(compose([f"{key}={member.value}"], checked=False)) is member
+
+
+def test_compose_takes_hydras_config_dir_and_name_and_runs_the_rules(tmp_path):
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "mine.yaml").write_text("id: mymod:MyEnv\nkwargs:\n  level: 3\n")
+    (tmp_path / "mine.yaml").write_text("defaults:\n  - config\n  - override env: mine\n")
+    cfg = compose(["trainer.mode=sync"], config_dir=str(tmp_path), config_name="mine")
+    assert (cfg.env.id, cfg.env.kwargs, cfg.trainer.mode) == ("mymod:MyEnv", {"level": 3}, "sync")
+    assert compose(["logger.run_dir=/tmp/r/${env.group_size}"]).logger.run_dir == "/tmp/r/8"
+    with pytest.raises(ConfigError, match="trainer.total_steps must be >= 1"):
+        compose(["trainer.total_steps=0"])
+    assert compose(["trainer.total_steps=0"], checked=False).trainer.total_steps == 0
 
 
 @pytest.mark.parametrize(
@@ -76,7 +137,7 @@ def test_launch_reports_bad_config_in_one_line(override, needle):
 def _kwargs(argv: list[str]) -> tuple[str, dict]:
     from orchestrator.cli import normalize
 
-    cfg = _compose(normalize(argv))
+    cfg = compose(normalize(argv))
     return cfg.env.id, cfg.env.kwargs
 
 

@@ -9,11 +9,11 @@ import dataclasses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.config import Config, ConfigError, validate
+from core.compose import compose
+from core.config import Config, ConfigError
 from envs import EnvConfigError, make_env
 from orchestrator.cli import check_overrides, normalize
 from tests.fuzz import fuzz_examples
-from tests.unit.test_config import _compose
 
 EXAMPLES = fuzz_examples(150)
 
@@ -47,9 +47,8 @@ def load(overrides: list[str]) -> str | None:
     overrides = normalize(overrides)
     if problem := check_overrides(overrides):
         return problem
-    cfg = _compose(overrides)
     try:
-        validate(cfg)
+        cfg = compose(overrides)
         make_env(cfg.env.id, cfg.env.kwargs)
     except (ConfigError, EnvConfigError) as exc:
         return str(exc)

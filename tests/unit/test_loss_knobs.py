@@ -8,16 +8,14 @@ import math
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
 
-from core.config import AlgoConfig, Config, ConfigError, register_configs, validate
+from core.compose import compose
+from core.config import AlgoConfig, Config, ConfigError, validate
 from core.types import Batch, Group, Trajectory, Turn
 from learner.algos import PolicyInputs, make_algorithm
 from learner.algos.base import OverlongShaping, kept_token_weights
 from learner.batching import collect_samples
 from learner.trainer import token_logprobs
-from tests.unit.test_config import CONF
 
 
 def _inputs(logp, behavior, adv, weights=None, sequence_ids=None, entropy=None):
@@ -212,31 +210,21 @@ def test_overlong_shaping_moves_the_advantages_of_long_turns():
     assert algo.shaped_reward(_turned(3, [4, 8], 1.0)) == pytest.approx(0.5)
 
 
-def _compose(overrides: list[str]) -> Config:
-    register_configs()
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        raw = compose("config", overrides=overrides, return_hydra_config=True)
-        with open_dict(raw):
-            raw.logger.run_dir = "/tmp/x"
-            del raw["hydra"]
-        return OmegaConf.to_object(raw)
-
-
 def test_algo_dapo_is_the_whole_recipe():
-    cfg = _compose(["algo=dapo"])
+    cfg = compose(["algo=dapo"])
     algo = make_algorithm(cfg.algo)
     assert (algo.clip_low, algo.clip_high, algo.loss_agg) == (0.2, 0.28, "token-mean")
     assert cfg.buffer.drop_zero_variance is True
     assert cfg.algo.overlong_buffer > 0
     # a user override of one clip bound leaves the other
-    assert make_algorithm(_compose(["algo=dapo", "algo.clip_eps=0.1"]).algo).clip_high == 0.28
-    assert _compose(["algo=grpo"]).buffer.drop_zero_variance is False
+    assert make_algorithm(compose(["algo=dapo", "algo.clip_eps=0.1"]).algo).clip_high == 0.28
+    assert compose(["algo=grpo"]).buffer.drop_zero_variance is False
 
 
 def test_overlong_limit_defaults_to_the_turn_limit():
     from core.config import learner_algo
 
-    cfg = _compose(["algo=dapo", "rollout.max_tokens_per_turn=40"])
+    cfg = compose(["algo=dapo", "rollout.max_tokens_per_turn=40"])
     assert learner_algo(cfg).overlong_max_tokens == 40
     cfg.algo.overlong_max_tokens = 30
     assert learner_algo(cfg).overlong_max_tokens == 30

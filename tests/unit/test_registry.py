@@ -36,9 +36,9 @@ def test_check_env(env_id):
 
 @pytest.mark.parametrize("name", ENV_CONFIGS)
 def test_env_config_group_builds_its_env(name):
-    from tests.unit.test_config import _compose
+    from core.compose import compose
 
-    cfg = _compose([f"env={name}"])
+    cfg = compose([f"env={name}"])
     env = make_env(cfg.env.id, cfg.env.kwargs)
     observation, _ = env.reset(seed=0)
     assert env.observation_space.contains(observation)
