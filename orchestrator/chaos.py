@@ -35,7 +35,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -403,26 +402,21 @@ def prune_checkpoints(run_dir: str) -> None:
 def compose(overrides: list[str]) -> Config:
     """The run's config: DEFAULT_OVERRIDES, then the command line's; the run
     directory defaults to runs/<date>/<time>-chaos."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import OmegaConf
 
-    from core.config import register_configs, validate
-    from rollout.launch import CONF_DIR, check_overrides
+    from core.compose import compose as compose_config
+    from rollout.launch import check_overrides
 
-    register_configs()
-    overrides = [*DEFAULT_OVERRIDES, *overrides]
+    # Hydra's run directory is logger.run_dir's default; a later hydra.run.dir= or
+    # logger.run_dir= on the command line wins.
+    run_dir = "hydra.run.dir=runs/${now:%Y-%m-%d}/${now:%H-%M-%S}-chaos"
+    overrides = [run_dir, *DEFAULT_OVERRIDES, *overrides]
     if problem := check_overrides(overrides):
         raise ConfigError(problem)
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        raw = hydra_compose("config", overrides=overrides)
-    with open_dict(raw):
-        if "hydra:" in str(OmegaConf.to_container(raw.logger, resolve=False)["run_dir"]):
-            raw.logger.run_dir = datetime.now().strftime("runs/%Y-%m-%d/%H-%M-%S-chaos")
-    cfg: Config = OmegaConf.to_object(raw)
-    validate(cfg)
+    cfg = compose_config(overrides)
     Path(cfg.logger.run_dir).mkdir(parents=True, exist_ok=True)
-    (Path(cfg.logger.run_dir) / "config.yaml").write_text(OmegaConf.to_yaml(raw))
+    yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    (Path(cfg.logger.run_dir) / "config.yaml").write_text(yaml)
     return cfg
 
 
