@@ -24,16 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-from pathlib import Path
-
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from bench.record import write_json
-from core.config import Config, register_configs, validate
+from core.compose import compose
+from core.config import Config
 from orchestrator.assembly import RunState
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def main() -> None:
@@ -143,7 +138,7 @@ def _train(cfg: Config) -> RunState:
 
 
 def _config_of(mode: str, extra: list[str], args: argparse.Namespace) -> Config:
-    return _config(
+    return compose(
         _merge(
             [
                 "+experiment=agentic_grpo",
@@ -171,15 +166,6 @@ def _merge(defaults: list[str], overrides: list[str]) -> list[str]:
 
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
-
-
-def _config(overrides: list[str]) -> Config:
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        raw = compose(config_name="config", overrides=overrides)
-    cfg: Config = OmegaConf.to_object(raw)
-    validate(cfg)
-    return cfg
 
 
 def _wall(state: RunState) -> float:
