@@ -1,19 +1,16 @@
 """Trainer: one DeepSpeed rank training the policy on batches of trajectories.
 
-Owns the model and its DeepSpeed engine (ZeRO stage, precision, client AdamW
-and LR schedule, gradient clipping), the train step (recompute logprobs,
-algorithm loss, accumulate micro-batches, one optimizer step), the metrics of
-a step (reduced over ranks), and exporting full weights as a shared-memory
-snapshot. The learner Ray actor is a thin shell over this class.
+Owns the train step (recompute logprobs, algorithm loss, accumulate
+micro-batches, one optimizer step), the metrics of a step (reduced over ranks),
+exporting full weights as a shared-memory snapshot, and checkpoints of the rank.
+Building the DeepSpeed engine and the process group is learner/setup.py's.
+The learner Ray actor is a thin shell over this class.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,67 +22,16 @@ from core.types import Batch
 from learner.algos import PolicyInputs, make_algorithm
 from learner.batching import MicroBatch, Sample, collect_samples, plan_micro_batches
 from learner.routing_replay import RoutingReplay
+from learner.setup import (
+    RankInfo,
+    build_engine,
+    init_distributed,
+    reference_model,
+    restore_rng,
+    rng_states,
+)
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp8": torch.float32}
-"""The dtype parameters are kept in; under fp8 the float8 casts happen inside
-the converted linear layers (learner/fp8.py) and master weights stay fp32."""
-
-
-@dataclass(frozen=True)
-class RankInfo:
-    rank: int = 0
-    world_size: int = 1
-    master_addr: str = "127.0.0.1"
-    master_port: int = 29500
-
-
-def deepspeed_config(cfg: LearnerConfig, world_size: int) -> dict[str, Any]:
-    """The DeepSpeed config for `cfg`; `cfg.deepspeed` is merged in last."""
-    config: dict[str, Any] = {
-        "train_batch_size": world_size,
-        "train_micro_batch_size_per_gpu": 1,
-        "gradient_accumulation_steps": 1,
-        # The trainer owns accumulation: a step has as many micro-batches as its
-        # tokens need; backward() accumulates and step() reduces and updates.
-        "managed_gradient_accumulation": False,
-        "gradient_clipping": cfg.grad_clip,
-        "zero_optimization": {"stage": cfg.zero_stage},
-        "bf16": {"enabled": cfg.precision == "bf16"},
-        "zero_allow_untested_optimizer": True,
-        "steps_per_print": 1 << 30,
-        "wall_clock_breakdown": False,
-    }
-    return _deep_merge(config, cfg.deepspeed)
-
-
-def lr_factor(cfg: LearnerConfig, step: int) -> float:
-    """The LR multiplier at optimizer step `step`: linear warm-up, then constant
-    or cosine decay to `lr_min_ratio`."""
-    import math
-
-    warmup = max(1, cfg.lr_warmup_steps)
-    if step + 1 < warmup or cfg.lr_schedule == "constant":
-        return min(1.0, (step + 1) / warmup)
-    span = max(1, cfg.lr_decay_steps - warmup)
-    progress = min(1.0, (step + 1 - warmup) / span)
-    return cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def _skip_cpu_shm_op() -> None:
-    """Keep DeepSpeed from JIT-building its CPU shared-memory all-reduce op.
-
-    On CPU, DeepSpeed compiles that op (ninja + gcc) at every rank start, inside a
-    lock file that torch removes only on a clean exit: a rank killed while it holds
-    the lock (a chaos kill, a Ray shutdown mid-start) leaves the file behind and
-    every later start on the machine waits on it forever. The op serves only
-    `inference_all_reduce`, which training never calls (gradients go through
-    torch.distributed on gloo), so it is marked unbuildable.
-    """
-    import deepspeed.ops
-
-    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 class Trainer:
@@ -104,14 +50,13 @@ class Trainer:
         self.algorithm = make_algorithm(algo)
         self.model_path = model_path
         self.version = 0
-        self.fp8_plan: Any = None
         torch.set_num_threads(cfg.threads)
         torch.manual_seed(seed)
-        self._init_distributed()
-        self.engine = self._build_engine(model_path)
+        init_distributed(self.rank)
+        self.engine, self.fp8_plan = build_engine(model_path, cfg, self.rank.world_size)
         self.pad_id = int(self.engine.module.config.pad_token_id or 0)
         self.routing_replay = self._routing_replay()
-        self.reference = self._reference_model() if algo.kl_coef > 0 else None
+        self.reference = reference_model(model_path, cfg) if algo.kl_coef > 0 else None
 
     # -- training ---------------------------------------------------------------
 
@@ -299,7 +244,7 @@ class Trainer:
     def save_checkpoint(self, directory: str | Path, tag: str) -> None:
         """DeepSpeed's checkpoint (weights, optimizer and LR-schedule state, per-rank
         partitions) plus the version and this rank's RNG states; a collective."""
-        client_state = {"version": self.version, "rng": _rng_states()}
+        client_state = {"version": self.version, "rng": rng_states()}
         self.engine.save_checkpoint(str(directory), tag=tag, client_state=client_state)
 
     def load_checkpoint(self, directory: str | Path, tag: str) -> int:
@@ -308,63 +253,8 @@ class Trainer:
         if path is None:
             raise FileNotFoundError(f"no learner checkpoint {tag!r} under {directory}")
         self.version = int(client_state["version"])
-        _restore_rng(client_state["rng"])
+        restore_rng(client_state["rng"])
         return self.version
-
-    # -- set-up ---------------------------------------------------------------------
-
-    def _init_distributed(self) -> None:
-        import deepspeed
-
-        os.environ.update(
-            RANK=str(self.rank.rank),
-            LOCAL_RANK=str(self.rank.rank),
-            WORLD_SIZE=str(self.rank.world_size),
-            LOCAL_WORLD_SIZE=str(self.rank.world_size),
-            MASTER_ADDR=self.rank.master_addr,
-            MASTER_PORT=str(self.rank.master_port),
-        )
-        if not torch.cuda.is_available():
-            _skip_cpu_shm_op()
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        deepspeed.init_distributed(dist_backend=backend, verbose=False)
-
-    def _build_engine(self, model_path: str) -> Any:
-        import deepspeed
-        from transformers import AutoModelForCausalLM
-
-        dtype = DTYPES[self.cfg.precision]
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
-        model.config.use_cache = False
-        if self.cfg.precision == "fp8":
-            from learner.fp8 import convert_to_fp8
-
-            self.fp8_plan = convert_to_fp8(model)
-        optimizer = torch.optim.AdamW(
-            model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay
-        )
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(self.cfg, step)
-        )
-        engine, *_ = deepspeed.initialize(
-            model=model,
-            optimizer=optimizer,
-            lr_scheduler=schedule,
-            config=deepspeed_config(self.cfg, self.rank.world_size),
-        )
-        return engine
-
-    def _reference_model(self) -> torch.nn.Module:
-        """A frozen copy of the initial policy for the KL penalty (loaded whole on
-        every rank: fine for small policies, a memory cost for large ones)."""
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(
-            self.model_path, dtype=DTYPES[self.cfg.precision]
-        )
-        model.config.use_cache = False
-        model.requires_grad_(False)
-        return model.eval()
 
     def _routing_replay(self) -> RoutingReplay | None:
         if not self.cfg.routing_replay:
@@ -396,38 +286,3 @@ def token_logprobs(
         probs = torch.softmax(logits, dim=-1)
         entropy = log_norm - (probs * logits).sum(-1)
     return logprobs, entropy if entropy_grad else entropy.detach()
-
-
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in (extra or {}).items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _rng_states() -> dict[str, Any]:
-    import random
-
-    import numpy as np
-
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
-
-
-def _restore_rng(states: dict[str, Any]) -> None:
-    import random
-
-    import numpy as np
-
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    if states.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])

@@ -29,7 +29,8 @@ class LearnerWorker:
 
         if not torch.cuda.is_available():
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        from learner.trainer import RankInfo, Trainer
+        from learner.setup import RankInfo
+        from learner.trainer import Trainer
 
         self.trainer = Trainer(
             model_path,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.config import LearnerConfig
-from learner.trainer import lr_factor
+from learner.setup import lr_factor
 
 
 def test_warmup_then_constant():
