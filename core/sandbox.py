@@ -196,7 +196,6 @@ async def run_python(
     (name -> text) placed beside it. Never raises for anything the code does."""
     check_available()
     limits = limits or SandboxLimits()
-    payload = {"main.py": code, **(files or {})}
     started = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
         *_command(limits),
@@ -211,32 +210,9 @@ async def run_python(
         asyncio.ensure_future(_read_capped(stream, limits.output_bytes, overflow))
         for stream in (proc.stdout, proc.stderr)
     ]
-    try:
-        proc.stdin.write(json.dumps(payload).encode())
-        await proc.stdin.drain()
-        proc.stdin.close()
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the launcher failed early; its stderr says why
-    timed_out = False
-    finished = asyncio.ensure_future(proc.wait())
-    watch = asyncio.ensure_future(overflow.wait())
-    done, _ = await asyncio.wait(
-        {finished, watch}, timeout=limits.wall_s, return_when=asyncio.FIRST_COMPLETED
-    )
-    if finished not in done:
-        timed_out = watch not in done
-        _kill_tree(proc.pid)
-    watch.cancel()
-    try:  # killed above or exited: EOF follows at once; a bound all the same
-        await asyncio.wait_for(asyncio.gather(proc.wait(), *readers), REAP_TIMEOUT_S)
-    except TimeoutError:
-        _kill_tree(proc.pid)
-        for reader in readers:
-            reader.cancel()
-        raise SandboxUnavailable(
-            f"a sandboxed run's pipes stayed open {REAP_TIMEOUT_S:.0f}s after it was killed"
-        ) from None
-    stdout, stderr = [reader.result() for reader in readers]
+    await _send(proc, {"main.py": code, **(files or {})})
+    timed_out = await _wait_or_kill(proc, overflow, limits.wall_s)
+    stdout, stderr = await _reap(proc, readers)
     exit_code = None if (timed_out or overflow.is_set()) else proc.returncode
     result = SandboxResult(
         exit_code=exit_code,
@@ -250,6 +226,51 @@ async def run_python(
     if exit_code == SETUP_FAILED and "asyncrl-sandbox: setup failed" in stderr:
         raise SandboxUnavailable(stderr.strip().splitlines()[-1])
     return result
+
+
+async def _send(proc: asyncio.subprocess.Process, payload: dict[str, str]) -> None:
+    """The files, as JSON on the launcher's stdin."""
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(json.dumps(payload).encode())
+        await proc.stdin.drain()
+        proc.stdin.close()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the launcher failed early; its stderr says why
+
+
+async def _wait_or_kill(
+    proc: asyncio.subprocess.Process, overflow: asyncio.Event, wall_s: float
+) -> bool:
+    """Wait for the run to end, its output to overflow or the wall-clock limit;
+    kill it unless it ended. True when it was killed for time."""
+    finished = asyncio.ensure_future(proc.wait())
+    watch = asyncio.ensure_future(overflow.wait())
+    done, _ = await asyncio.wait(
+        {finished, watch}, timeout=wall_s, return_when=asyncio.FIRST_COMPLETED
+    )
+    timed_out = False
+    if finished not in done:
+        timed_out = watch not in done
+        _kill_tree(proc.pid)
+    watch.cancel()
+    return timed_out
+
+
+async def _reap(proc: asyncio.subprocess.Process, readers: list[asyncio.Future]) -> tuple[str, str]:
+    """The run's stdout and stderr once it has exited (killed or not): EOF follows
+    at once; a bound all the same."""
+    try:
+        await asyncio.wait_for(asyncio.gather(proc.wait(), *readers), REAP_TIMEOUT_S)
+    except TimeoutError:
+        _kill_tree(proc.pid)
+        for reader in readers:
+            reader.cancel()
+        raise SandboxUnavailable(
+            f"a sandboxed run's pipes stayed open {REAP_TIMEOUT_S:.0f}s after it was killed"
+        ) from None
+    stdout, stderr = [reader.result() for reader in readers]
+    return stdout, stderr
 
 
 def run_python_sync(
