@@ -35,11 +35,11 @@ from pathlib import Path
 from bench.record import write_json
 from bootstrap.tiny import ensure_tiny_policy
 from core.chat import ChatCodec
-from core.config import SpeculativeConfig, TinyModelConfig
+from core.config import RolloutConfig, SpeculativeConfig, TinyModelConfig
 from envs import make_env
 from envs.calculator import CalculatorEnv
 from rollout.agent import EpisodeSpec, Served, run_episode
-from rollout.engine import Engine, SamplingSpec, speculative_config
+from rollout.engine import Engine, SamplingSpec
 from rollout.router import Router, placement_skew
 
 MAX_MODEL_LEN = 1024
@@ -302,12 +302,10 @@ def _round_robin(n: int) -> Callable[[], int]:
 
 async def _engine(model: str, core: int, speculative: str = "none") -> Engine:
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = str(core % (os.cpu_count() or 1))
-    spec = speculative_config(
-        SpeculativeConfig(
-            method=speculative, num_speculative_tokens=4, prompt_lookup_min=2, prompt_lookup_max=5
-        )
+    spec = SpeculativeConfig(
+        method=speculative, num_speculative_tokens=4, prompt_lookup_min=2, prompt_lookup_max=5
     )
-    engine = Engine(model, dtype="float32", max_model_len=MAX_MODEL_LEN, speculative=spec)
+    engine = Engine(model, RolloutConfig(max_model_len=MAX_MODEL_LEN, speculative=spec))
     await engine.start()
     return engine
 

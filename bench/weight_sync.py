@@ -45,7 +45,7 @@ from bench.record import write_json
 from bootstrap.build import TinyArchitecture
 from bootstrap.cache import cached_build
 from bootstrap.tiny import ensure_tiny_policy
-from core.config import TinyModelConfig
+from core.config import RolloutConfig, TinyModelConfig
 from core.shm import DEFAULT_ROOT, remove_snapshot, write_snapshot
 from rollout.engine import Engine
 
@@ -116,7 +116,7 @@ async def _measure(model_path: str, updates: int) -> dict[str, Any]:
     state = model.state_dict()  # what the learner exports (tied tensors included)
     directory = Path(DEFAULT_ROOT) / f"asyncrl-bench-sync-{os.getpid()}"
     directory.mkdir(parents=True, exist_ok=True)
-    engine = Engine(model_path, dtype="float32", max_model_len=MAX_MODEL_LEN, max_num_seqs=8)
+    engine = Engine(model_path, RolloutConfig(max_model_len=MAX_MODEL_LEN, max_num_seqs=8))
     try:
         floors = [_plain_copy(list(state.values()), directory / "floor.bin") for _ in range(3)]
         await engine.start()

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from core.choices import RolloutLock
 from core.images import decode_png
 from core.records import EngineStats, SyncResult
 from core.shm import WeightSnapshot
@@ -28,12 +29,19 @@ from core.shm import WeightSnapshot
 if TYPE_CHECKING:
     import numpy as np
 
+    from core.config import RolloutConfig
+
 log = logging.getLogger(__name__)
 
-PAUSE_MODES = {"trajectory": "wait", "turn": "wait", "none": "keep"}
-"""How a lock policy pauses the engine for an update: `wait` lets in-flight turns
-finish on the old weights; `keep` freezes them and resumes on the new ones.
-(Under `trajectory` the router has already drained the worker's trajectories.)"""
+PAUSE_MODES: dict[RolloutLock, str] = {
+    RolloutLock.trajectory: "wait",
+    RolloutLock.turn: "wait",
+    RolloutLock.none: "keep",
+}
+"""How each lock policy (every member of RolloutLock) pauses the engine for an
+update: `wait` lets in-flight turns finish on the old weights; `keep` freezes them
+and resumes on the new ones. (Under `trajectory` the router has already drained the
+worker's trajectories.)"""
 
 
 class EngineUnsupported(RuntimeError):
@@ -134,49 +142,44 @@ class EngineError(RuntimeError):
     pass
 
 
+def vllm_args(model_path: str, cfg: RolloutConfig, dtype: str, seed: int) -> dict[str, Any]:
+    """vLLM's AsyncEngineArgs for an engine of `model_path` as `cfg` asks for it
+    (rollout.engine_args last: they override the rest)."""
+    args: dict[str, Any] = dict(
+        model=model_path,
+        dtype=dtype,
+        max_model_len=cfg.max_model_len,
+        max_num_seqs=cfg.max_num_seqs,
+        gpu_memory_utilization=cfg.gpu_memory_utilization,
+        enforce_eager=cfg.enforce_eager,
+        seed=seed,
+        # Behavior logprobs must be those of the distribution actually sampled
+        # (after temperature), which is what the learner recomputes.
+        logprobs_mode="processed_logprobs",
+        enable_prefix_caching=True,
+        weight_transfer_config={"backend": "asyncrl_shm"},
+        # Lets the engine ask its worker processes what they run (see
+        # `expand_kernel_in_use`); engine_args may replace it.
+        worker_extension_cls="rollout.vllm_plugin.WorkerInspection",
+        disable_log_stats=True,
+    )
+    if speculative := speculative_config(cfg.speculative):
+        args["speculative_config"] = speculative
+        args["per_request_spec_decode_metrics"] = "summary"
+    if cfg.return_routed_experts:
+        args["enable_return_routed_experts"] = True
+    return args | dict(cfg.engine_args)
+
+
 class Engine:
     """One AsyncLLM. `start()` must be awaited before anything else."""
 
-    def __init__(
-        self,
-        model_path: str,
-        dtype: str,
-        max_model_len: int,
-        max_num_seqs: int = 256,
-        gpu_memory_utilization: float = 0.3,
-        enforce_eager: bool = True,
-        seed: int = 0,
-        speculative: dict[str, Any] | None = None,
-        return_routed_experts: bool = False,
-        engine_args: dict[str, Any] | None = None,
-    ):
+    def __init__(self, model_path: str, cfg: RolloutConfig, dtype: str = "float32", seed: int = 0):
+        """An engine for `model_path` configured by `cfg` (`vllm_args`), its weights in
+        `dtype` (model.dtype), sampling seeded with `seed` (trainer.seed)."""
         self.model_path = model_path
-        self.speculative = speculative
-        self.return_routed_experts = return_routed_experts
-        self._args = dict(
-            model=model_path,
-            dtype=dtype,
-            max_model_len=max_model_len,
-            max_num_seqs=max_num_seqs,
-            gpu_memory_utilization=gpu_memory_utilization,
-            enforce_eager=enforce_eager,
-            seed=seed,
-            # Behavior logprobs must be those of the distribution actually sampled
-            # (after temperature), which is what the learner recomputes.
-            logprobs_mode="processed_logprobs",
-            enable_prefix_caching=True,
-            weight_transfer_config={"backend": "asyncrl_shm"},
-            # Lets the engine ask its worker processes what they run (see
-            # `expand_kernel_in_use`); engine_args may replace it.
-            worker_extension_cls="rollout.vllm_plugin.WorkerInspection",
-            disable_log_stats=True,
-        )
-        if speculative:
-            self._args["speculative_config"] = dict(speculative)
-            self._args["per_request_spec_decode_metrics"] = "summary"
-        if return_routed_experts:
-            self._args["enable_return_routed_experts"] = True
-        self._args.update(engine_args or {})
+        self.return_routed_experts = cfg.return_routed_experts
+        self._args = vllm_args(model_path, cfg, dtype, seed)
         self._llm: Any = None
         self._ids = itertools.count()
         self.version = 0

@@ -11,7 +11,7 @@ import os
 from core.config import RolloutConfig
 from core.records import EngineStats, SyncResult, WorkerHealth
 from core.shm import WeightSnapshot
-from rollout.engine import Engine, Generation, SamplingSpec, check_supported, speculative_config
+from rollout.engine import Engine, Generation, SamplingSpec, check_supported
 
 
 class RolloutWorker:
@@ -31,18 +31,7 @@ class RolloutWorker:
         check_supported(cfg.return_routed_experts)
         self.worker_id = worker_id
         self.sync_draft = cfg.speculative.sync_draft
-        self.engine = Engine(
-            model_path,
-            dtype=dtype,
-            max_model_len=cfg.max_model_len,
-            max_num_seqs=cfg.max_num_seqs,
-            gpu_memory_utilization=cfg.gpu_memory_utilization,
-            enforce_eager=cfg.enforce_eager,
-            seed=seed,
-            speculative=speculative_config(cfg.speculative),
-            return_routed_experts=cfg.return_routed_experts,
-            engine_args=dict(cfg.engine_args),
-        )
+        self.engine = Engine(model_path, cfg, dtype, seed)
 
     async def start(self) -> str:
         await self.engine.start()

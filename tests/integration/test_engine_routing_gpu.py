@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.config import RolloutConfig
 from rollout.engine import Engine, SamplingSpec
 from tests.tiny_models import tiny_moe
 
@@ -33,13 +34,12 @@ def engine(tmp_path_factory, event_loop_runner):
     path = tmp_path_factory.mktemp("moe") / "policy"
     tiny_moe(vocab_size=320, layers=LAYERS, experts=EXPERTS, top_k=TOP_K).save_pretrained(path)
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    started = Engine(
-        str(path),
-        dtype="float32",
+    cfg = RolloutConfig(
         max_model_len=256,
         return_routed_experts=True,
         engine_args={"skip_tokenizer_init": True},  # token ids in and out
     )
+    started = Engine(str(path), cfg)
     event_loop_runner(asyncio.wait_for(started.start(), TIMEOUT_S))
     yield started
     started.shutdown()

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.config import RolloutConfig
 from core.types import NO_VERSION, Status
 from envs.calculator import scripted_reply
 from rollout.agent import EpisodeSpec, Served, run_episode
@@ -253,7 +254,7 @@ class _FakeAsyncLLM:
 
 
 def _engine_generate(rows_for, start):
-    engine = Engine("unused", "float32", 64, return_routed_experts=True)
+    engine = Engine("unused", RolloutConfig(max_model_len=64, return_routed_experts=True))
     engine._llm = _FakeAsyncLLM(rows_for)
     # vLLM's renderer turns token ids into a TokensInput (vllm/inputs/engine.py:30-37,
     # 56), a dict holding them as `prompt_token_ids`, which the fake AsyncLLM reads

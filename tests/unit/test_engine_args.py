@@ -1,0 +1,61 @@
+"""An Engine is built from the run's RolloutConfig: every engine field of it reaches
+vLLM's engine arguments (which vLLM accepts), engine_args last; every lock policy
+has a pause mode vLLM knows."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+
+from core.choices import RolloutLock
+from core.config import RolloutConfig, SpeculativeConfig
+from rollout.engine import PAUSE_MODES, Engine, vllm_args
+
+FIELDS = RolloutConfig(
+    max_model_len=300,
+    max_num_seqs=7,
+    gpu_memory_utilization=0.25,
+    enforce_eager=False,
+    speculative=SpeculativeConfig(method="ngram", num_speculative_tokens=5, prompt_lookup_max=6),
+    return_routed_experts=True,
+)
+
+
+def test_every_engine_field_of_the_rollout_config_reaches_vllm():
+    args = vllm_args("/models/p", FIELDS, "bfloat16", seed=11)
+    assert (args["model"], args["dtype"], args["seed"]) == ("/models/p", "bfloat16", 11)
+    assert (args["max_model_len"], args["max_num_seqs"]) == (300, 7)
+    assert (args["gpu_memory_utilization"], args["enforce_eager"]) == (0.25, False)
+    assert args["speculative_config"] == {
+        "method": "ngram",
+        "num_speculative_tokens": 5,
+        "prompt_lookup_min": 2,
+        "prompt_lookup_max": 6,
+    }
+    assert args["enable_return_routed_experts"] is True
+    plain = vllm_args("/models/p", RolloutConfig(), "float32", seed=0)
+    assert "speculative_config" not in plain and "enable_return_routed_experts" not in plain
+
+
+def test_engine_args_override_the_rest():
+    cfg = RolloutConfig(max_num_seqs=7, engine_args={"max_num_seqs": 3, "block_size": 16})
+    args = vllm_args("/models/p", cfg, "float32", seed=0)
+    assert (args["max_num_seqs"], args["block_size"]) == (3, 16)
+
+
+def test_vllm_takes_the_arguments_an_engine_is_built_with(tmp_path):
+    from vllm import AsyncEngineArgs
+
+    engine = Engine(str(tmp_path), FIELDS, "float32", seed=3)  # offline: a local path
+    assert engine.return_routed_experts is True
+    parsed = AsyncEngineArgs(**engine._args)  # an unknown name is a TypeError here
+    assert (parsed.max_model_len, parsed.max_num_seqs, parsed.seed) == (300, 7, 3)
+
+
+@pytest.mark.parametrize("lock", list(RolloutLock))
+def test_every_lock_policy_pauses_in_a_mode_vllm_knows(lock):
+    from vllm.v1.engine import PauseMode  # Literal["abort", "wait", "keep"]
+
+    assert PAUSE_MODES[lock] in typing.get_args(PauseMode)
+    assert PAUSE_MODES[str(lock)] == PAUSE_MODES[lock]  # a plain string finds it too
