@@ -1,6 +1,7 @@
 """Engine: one vLLM AsyncLLM, driven by token ids, with RL weight updates.
 
-Owns everything that touches vLLM's API: engine start-up from config,
+Owns everything that touches vLLM's API: engine start-up (its arguments come from
+rollout/engine_args.py),
 generating from token ids (plus images, for vision-language models) with
 per-token logprobs and weight versions (vLLM stamps every output token with the
 weight version that sampled it), pausing
@@ -25,6 +26,7 @@ from core.choices import RolloutLock
 from core.images import decode_png
 from core.records import EngineStats, SyncResult
 from core.shm import WeightSnapshot
+from rollout.engine_args import vllm_args
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,43 +44,6 @@ PAUSE_MODES: dict[RolloutLock, str] = {
 update: `wait` lets in-flight turns finish on the old weights; `keep` freezes them
 and resumes on the new ones. (Under `trajectory` the router has already drained the
 worker's trajectories.)"""
-
-
-class EngineUnsupported(RuntimeError):
-    """A requested engine feature cannot run on this machine; the message says why."""
-
-
-def speculative_config(spec: Any) -> dict[str, Any] | None:
-    """vLLM's speculative_config for asyncrl's SpeculativeConfig (None when off)."""
-    if spec.method == "none":
-        return None
-    config: dict[str, Any] = {
-        "method": spec.method,
-        "num_speculative_tokens": spec.num_speculative_tokens,
-    }
-    if spec.method == "ngram":
-        config |= {
-            "prompt_lookup_min": spec.prompt_lookup_min,
-            "prompt_lookup_max": spec.prompt_lookup_max,
-        }
-    elif spec.method == "draft_model":
-        config["model"] = spec.draft_model
-    return config
-
-
-def check_supported(return_routed_experts: bool, quantization: str | None = None) -> None:
-    """Refuse, in one line, what vLLM can only do on a GPU."""
-    import torch
-
-    if torch.cuda.is_available():
-        return
-    if return_routed_experts:
-        raise EngineUnsupported(
-            "rollout.return_routed_experts needs vLLM's Model Runner V2, which needs Triton "
-            "on a GPU; this machine has none (routing replay then uses the learner's routing)"
-        )
-    if quantization == "fp8":
-        raise EngineUnsupported("FP8 rollout needs a GPU: vLLM's CPU build has no fp8 kernels")
 
 
 @dataclass(frozen=True)
@@ -140,35 +105,6 @@ class EngineCounters:
 
 class EngineError(RuntimeError):
     pass
-
-
-def vllm_args(model_path: str, cfg: RolloutConfig, dtype: str, seed: int) -> dict[str, Any]:
-    """vLLM's AsyncEngineArgs for an engine of `model_path` as `cfg` asks for it
-    (rollout.engine_args last: they override the rest)."""
-    args: dict[str, Any] = dict(
-        model=model_path,
-        dtype=dtype,
-        max_model_len=cfg.max_model_len,
-        max_num_seqs=cfg.max_num_seqs,
-        gpu_memory_utilization=cfg.gpu_memory_utilization,
-        enforce_eager=cfg.enforce_eager,
-        seed=seed,
-        # Behavior logprobs must be those of the distribution actually sampled
-        # (after temperature), which is what the learner recomputes.
-        logprobs_mode="processed_logprobs",
-        enable_prefix_caching=True,
-        weight_transfer_config={"backend": "asyncrl_shm"},
-        # Lets the engine ask its worker processes what they run (see
-        # `expand_kernel_in_use`); engine_args may replace it.
-        worker_extension_cls="rollout.vllm_plugin.WorkerInspection",
-        disable_log_stats=True,
-    )
-    if speculative := speculative_config(cfg.speculative):
-        args["speculative_config"] = speculative
-        args["per_request_spec_decode_metrics"] = "summary"
-    if cfg.return_routed_experts:
-        args["enable_return_routed_experts"] = True
-    return args | dict(cfg.engine_args)
 
 
 class Engine:

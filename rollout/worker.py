@@ -11,7 +11,8 @@ import os
 from core.config import RolloutConfig
 from core.records import EngineStats, SyncResult, WorkerHealth
 from core.shm import WeightSnapshot
-from rollout.engine import Engine, Generation, SamplingSpec, check_supported
+from rollout.engine import Engine, Generation, SamplingSpec
+from rollout.engine_args import check_supported
 
 
 class RolloutWorker:

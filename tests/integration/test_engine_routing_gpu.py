@@ -1,5 +1,5 @@
 """vLLM 0.32's routed-experts layout on a real engine (GPU only: returning routed
-experts needs Model Runner V2, which needs Triton; on CPU `check_supported`
+experts needs Model Runner V2, which needs Triton; on CPU `engine_args.check_supported`
 refuses it, tested in tests/unit/test_token_exact.py).
 
 What the fake engine of tests/unit/test_token_exact.py assumes, checked on the

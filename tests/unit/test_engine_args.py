@@ -10,7 +10,8 @@ import pytest
 
 from core.choices import RolloutLock
 from core.config import RolloutConfig, SpeculativeConfig
-from rollout.engine import PAUSE_MODES, Engine, vllm_args
+from rollout.engine import PAUSE_MODES, Engine
+from rollout.engine_args import vllm_args
 
 FIELDS = RolloutConfig(
     max_model_len=300,

@@ -20,14 +20,8 @@ from core.config import RolloutConfig
 from core.types import NO_VERSION, Status
 from envs.calculator import scripted_reply
 from rollout.agent import EpisodeSpec, Served, run_episode
-from rollout.engine import (
-    Engine,
-    EngineError,
-    EngineUnsupported,
-    Generation,
-    SamplingSpec,
-    check_supported,
-)
+from rollout.engine import Engine, EngineError, Generation, SamplingSpec
+from rollout.engine_args import EngineUnsupported, check_supported
 
 
 class VllmRouting:
