@@ -1,12 +1,11 @@
 """Engine: one vLLM AsyncLLM, driven by token ids, with RL weight updates.
 
-Owns everything that touches vLLM's API: engine start-up (its arguments come from
-rollout/engine_args.py),
-generating from token ids (plus images, for vision-language models) with
-per-token logprobs and weight versions (vLLM stamps every output token with the
-weight version that sampled it), pausing
-and resuming around weight updates through vLLM's weight-transfer API, and
-prompt logprobs for checking that weights arrived. Nothing here knows about
+Owns everything that touches vLLM's API at run time: starting the engine (its
+arguments come from rollout/engine_args.py), generating from token ids (plus
+images, for vision-language models) with per-token logprobs and weight versions
+(vLLM stamps every output token with the weight version that sampled it), pausing
+and resuming around weight updates through vLLM's weight-transfer API, and prompt
+logprobs for checking that weights arrived. Nothing here knows about
 environments, trajectories or Ray.
 """
 
