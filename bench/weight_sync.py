@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.record import write_json
-from bootstrap.build import TinyArchitecture
 from bootstrap.cache import cached_build
 from bootstrap.tiny import ensure_tiny_policy
 from core.config import RolloutConfig, TinyModelConfig
@@ -50,13 +49,47 @@ from core.shm import DEFAULT_ROOT, remove_snapshot, write_snapshot
 from rollout.engine import Engine
 
 CACHE = Path("~/.cache/asyncrl/models").expanduser()
+
+
+def _shape(hidden: int, mlp: int, layers: int, heads: int, kv_heads: int, head_dim: int):
+    return TinyModelConfig(
+        hidden_size=hidden,
+        intermediate_size=mlp,
+        num_layers=layers,
+        num_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+    )
+
+
 SIZES = {
     # the default tiny policy's shape (~4 MB in fp32)
-    "small": TinyArchitecture(128, 384, 4, 4, 2, 32),
+    "small": TinyModelConfig(
+        hidden_size=128,
+        intermediate_size=384,
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=32,
+    ),
     # ~10x the bytes (~43 MB)
-    "medium": TinyArchitecture(384, 1152, 6, 6, 2, 64),
+    "medium": TinyModelConfig(
+        hidden_size=384,
+        intermediate_size=1152,
+        num_layers=6,
+        num_heads=6,
+        num_kv_heads=2,
+        head_dim=64,
+    ),
     # ~100x the bytes (~390 MB): still starts in well under a minute here
-    "large": TinyArchitecture(1024, 3072, 8, 16, 4, 64),
+    "large": TinyModelConfig(
+        hidden_size=1024,
+        intermediate_size=3072,
+        num_layers=8,
+        num_heads=16,
+        num_kv_heads=4,
+        head_dim=64,
+    ),
 }
 MAX_MODEL_LEN = 2048
 PROMPT = list(range(10, 26))
@@ -89,7 +122,7 @@ def main() -> None:
     write_json(args.json, "weight_sync", {"updates": args.updates, "sizes": results})
 
 
-def ensure_model(name: str, arch: TinyArchitecture) -> str:
+def ensure_model(name: str, arch: TinyModelConfig) -> str:
     """A randomly initialised Qwen3 of shape `arch` with the tiny policy's
     tokenizer, saved once under the model cache; returns its directory."""
     tokenizer_dir = ensure_tiny_policy(TinyModelConfig(), CACHE, "tiny-qwen3")

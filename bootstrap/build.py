@@ -14,13 +14,11 @@ warm-up.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,29 +27,6 @@ from core.chat import MARKUP_TOKENS, QWEN_STYLE_TEMPLATE, SPECIAL_TOKENS
 from core.config import TinyModelConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TinyArchitecture:
-    hidden_size: int = 128
-    intermediate_size: int = 384
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    head_dim: int = 32
-    max_positions: int = 2048
-    num_experts: int = 0
-    """0 builds a dense Qwen3; >0 builds a Qwen3-MoE with that many experts."""
-    experts_per_token: int = 2
-    moe_intermediate_size: int = 128
-
-    @classmethod
-    def of(cls, tiny: TinyModelConfig) -> TinyArchitecture:
-        """The architecture model.tiny describes (its fields of the same names)."""
-        names = {f.name for f in dataclasses.fields(cls)} & {
-            f.name for f in dataclasses.fields(tiny)
-        }
-        return cls(**{name: getattr(tiny, name) for name in names})
 
 
 def build_tokenizer(corpus: Sequence[str], vocab_size: int) -> Any:
@@ -96,8 +71,14 @@ def corpus_template(source: str = QWEN_STYLE_TEMPLATE) -> Any:
     return environment.from_string(source)
 
 
-def build_model(tokenizer: Any, arch: TinyArchitecture, seed: int) -> torch.nn.Module:
-    """A randomly initialised Qwen3 / Qwen3-MoE causal LM sized by `arch`."""
+MAX_POSITIONS = 2048
+"""Context length of tiny policies (rollout.max_model_len caps what a run uses)."""
+SFT_LR_WARMUP_STEPS = 20
+
+
+def build_model(tokenizer: Any, arch: TinyModelConfig, seed: int) -> torch.nn.Module:
+    """A randomly initialised Qwen3 / Qwen3-MoE causal LM sized by `arch`'s
+    architecture fields (model.tiny; its demos and warm-up fields are not read)."""
     from transformers import Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
 
     torch.manual_seed(seed)
@@ -109,7 +90,7 @@ def build_model(tokenizer: Any, arch: TinyArchitecture, seed: int) -> torch.nn.M
         num_attention_heads=arch.num_heads,
         num_key_value_heads=arch.num_kv_heads,
         head_dim=arch.head_dim,
-        max_position_embeddings=arch.max_positions,
+        max_position_embeddings=MAX_POSITIONS,
         rope_theta=10000.0,
         rms_norm_eps=1e-6,
         tie_word_embeddings=True,
@@ -135,42 +116,24 @@ def build_model(tokenizer: Any, arch: TinyArchitecture, seed: int) -> torch.nn.M
     return model
 
 
-@dataclass(frozen=True)
-class WarmupSettings:
-    steps: int = 300
-    batch_size: int = 32
-    lr: float = 3e-3
-    warmup_steps: int = 20
-    seed: int = 0
-
-    @classmethod
-    def of(cls, tiny: TinyModelConfig) -> WarmupSettings:
-        """The warm-up model.tiny describes."""
-        return cls(
-            steps=tiny.warmup_steps,
-            batch_size=tiny.warmup_batch_size,
-            lr=tiny.warmup_lr,
-            seed=tiny.seed,
-        )
-
-
 def sft_warmup(
     model: torch.nn.Module,
     examples: Sequence[tuple[list[int], list[int]]],
-    settings: WarmupSettings,
+    tiny: TinyModelConfig,
     pad_id: int,
 ) -> list[float]:
-    """Next-token cross-entropy on mask==1 tokens; returns the loss per step."""
-    rng = random.Random(settings.seed)
-    torch.manual_seed(settings.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
+    """Next-token cross-entropy on mask==1 tokens, for model.tiny's warm-up steps at
+    its batch size and learning rate; returns the loss per step."""
+    rng = random.Random(tiny.seed)
+    torch.manual_seed(tiny.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tiny.warmup_lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _cosine_with_warmup(step, settings.warmup_steps, settings.steps)
+        optimizer, lambda step: _cosine_with_warmup(step, SFT_LR_WARMUP_STEPS, tiny.warmup_steps)
     )
     model.train()
     losses: list[float] = []
-    for step in range(settings.steps):
-        batch = rng.sample(list(examples), min(settings.batch_size, len(examples)))
+    for step in range(tiny.warmup_steps):
+        batch = rng.sample(list(examples), min(tiny.warmup_batch_size, len(examples)))
         ids, mask = _pad(batch, pad_id)
         logits = model(input_ids=ids, attention_mask=(mask >= 0).long()).logits[:, :-1]
         targets = ids[:, 1:]
@@ -185,8 +148,8 @@ def sft_warmup(
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
-        if step % 50 == 0 or step == settings.steps - 1:
-            log.info("warm-up step %d/%d loss %.4f", step + 1, settings.steps, losses[-1])
+        if step % 50 == 0 or step == tiny.warmup_steps - 1:
+            log.info("warm-up step %d/%d loss %.4f", step + 1, tiny.warmup_steps, losses[-1])
     model.eval()
     return losses
 

@@ -64,8 +64,6 @@ def build_tiny_policy(tiny: TinyModelConfig, staging: Path) -> None:
     import torch
 
     from bootstrap.build import (
-        TinyArchitecture,
-        WarmupSettings,
         build_model,
         build_tokenizer,
         corpus_template,
@@ -82,8 +80,8 @@ def build_tiny_policy(tiny: TinyModelConfig, staging: Path) -> None:
     examples = [codec.dialogue_ids(d, num_opening=2) for d in dialogues]
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
-    model = build_model(tokenizer, TinyArchitecture.of(tiny), tiny.seed)
-    losses = sft_warmup(model, examples, WarmupSettings.of(tiny), tokenizer.pad_token_id)
+    model = build_model(tokenizer, tiny, tiny.seed)
+    losses = sft_warmup(model, examples, tiny, tokenizer.pad_token_id)
     torch.set_num_threads(threads)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
