@@ -33,9 +33,10 @@ class GroupSpec:
             )
 
 
-@dataclass(frozen=True)
+@dataclass
 class EngineStats:
-    """A rollout worker's engine counters since it started."""
+    """A rollout worker's engine counters since it started (the engine counts in
+    one instance and reports copies)."""
 
     worker_id: str
     version: int

@@ -85,23 +85,6 @@ class Generation:
     runs exactly as sent, so it is not sent back.)"""
 
 
-@dataclass
-class EngineCounters:
-    """What the engine has done since it started (reported as core.records.EngineStats)."""
-
-    requests: int = 0
-    in_flight: int = 0
-    outstanding_tokens: int = 0
-    generated_tokens: int = 0
-    prompt_tokens: int = 0
-    cached_prompt_tokens: int = 0
-    aborted: int = 0
-    busy_s: float = 0.0
-    spec_steps: int = 0
-    spec_drafted: int = 0
-    spec_accepted: int = 0
-
-
 class EngineError(RuntimeError):
     pass
 
@@ -118,7 +101,8 @@ class Engine:
         self._llm: Any = None
         self._ids = itertools.count()
         self.version = 0
-        self.stats = EngineCounters()
+        self.stats = EngineStats(worker_id="", version=0)
+        """Counters since start (worker_id and version are filled in by snapshot_stats)."""
         self._busy_since: float | None = None
 
     async def start(self) -> None:
@@ -251,9 +235,10 @@ class Engine:
         return await self.llm.collective_rpc("asyncrl_expand_kernel_in_use", timeout=timeout_s)
 
     def snapshot_stats(self, worker_id: str = "") -> EngineStats:
-        counters = dataclasses.asdict(self.stats)
-        counters["busy_s"] += self._busy_elapsed()
-        return EngineStats(worker_id=worker_id, version=self.version, **counters)
+        busy_s = self.stats.busy_s + self._busy_elapsed()
+        return dataclasses.replace(
+            self.stats, worker_id=worker_id, version=self.version, busy_s=busy_s
+        )
 
     def shutdown(self) -> None:
         if self._llm is not None:
