@@ -16,19 +16,7 @@ from learner.algos import PolicyInputs, make_algorithm
 from learner.algos.base import OverlongShaping, kept_token_weights
 from learner.batching import collect_samples
 from learner.trainer import token_logprobs
-
-
-def _inputs(logp, behavior, adv, weights=None, sequence_ids=None, entropy=None):
-    logp = torch.tensor(logp, dtype=torch.float64, requires_grad=True)
-    n = logp.numel()
-    return PolicyInputs(
-        logprobs=logp,
-        behavior_logprobs=torch.tensor(behavior, dtype=torch.float64),
-        advantages=torch.tensor(adv, dtype=torch.float64),
-        weights=torch.tensor(weights if weights else [1.0 / n] * n, dtype=torch.float64),
-        sequence_ids=None if sequence_ids is None else torch.tensor(sequence_ids),
-        entropy=entropy,
-    )
+from tests.unit.test_algorithms import _inputs
 
 
 def _grad(algo: AlgoConfig, *args, **kwargs) -> tuple[float, list[float]]:
