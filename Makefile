@@ -34,7 +34,7 @@ run: install
 # trajectory, an unfinished run or fewer kills. CHAOS_ARGS="--seed 3 trainer.total_steps=240".
 CHAOS_ARGS ?=
 chaos: install
-	$(PY) -m orchestrator.chaos $(CHAOS_ARGS)
+	$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 # Every benchmark in bench/ one after the other (~25 min on 2 CPU cores; resumable:
 # what is done at this commit is skipped), then bench/RESULTS.md and bench/plots/*.png;

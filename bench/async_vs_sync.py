@@ -23,17 +23,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 
+from bench.preamble import environment, parser, run_config
 from bench.record import write_json
-from core.compose import compose
 from core.config import Config
 from orchestrator.assembly import RunState
 
 
 def main() -> None:
     args = _parse()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    environment()
     variants = _variants(args).items()
     configs = {name: _config_of(mode, extra, args) for name, (mode, extra) in variants}
     results = {name: _train(cfg) for name, cfg in configs.items()}
@@ -138,34 +137,22 @@ def _train(cfg: Config) -> RunState:
 
 
 def _config_of(mode: str, extra: list[str], args: argparse.Namespace) -> Config:
-    return compose(
-        _merge(
-            [
-                "+experiment=agentic_grpo",
-                f"trainer.mode={mode}",
-                f"trainer.total_steps={args.steps}",
-                "trainer.checkpoint_every=0",
-                "rollout.num_workers=2",
-                f"+env.kwargs.tool_latency_s={args.tool_latency}",
-                f"+env.kwargs.tool_slow_rate={args.slow_rate}",
-                f"+env.kwargs.tool_slow_latency_s={args.slow_latency}",
-                f"logger.run_dir=runs/bench-async-vs-sync/{mode}{len(extra) or ''}",
-                "logger.wandb.enabled=false",
-                "logger.progress=false",
-            ],
-            [*args.overrides, *extra],
-        )
+    return run_config(
+        [
+            "+experiment=agentic_grpo",
+            f"trainer.mode={mode}",
+            f"trainer.total_steps={args.steps}",
+            "trainer.checkpoint_every=0",
+            "rollout.num_workers=2",
+            f"+env.kwargs.tool_latency_s={args.tool_latency}",
+            f"+env.kwargs.tool_slow_rate={args.slow_rate}",
+            f"+env.kwargs.tool_slow_latency_s={args.slow_latency}",
+            f"logger.run_dir=runs/bench-async-vs-sync/{mode}{len(extra) or ''}",
+            "logger.wandb.enabled=false",
+            "logger.progress=false",
+        ],
+        [*args.overrides, *extra],
     )
-
-
-def _merge(defaults: list[str], overrides: list[str]) -> list[str]:
-    """`defaults` with every key that `overrides` sets replaced by the override."""
-    keys = {_key(o) for o in overrides}
-    return [d for d in defaults if _key(d) not in keys] + overrides
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def _wall(state: RunState) -> float:
@@ -181,22 +168,19 @@ def _last_fifth_reward(state: RunState) -> float:
 
 
 def _parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--tool-latency", type=float, default=0.5, help="seconds per call")
-    parser.add_argument("--slow-rate", type=float, default=0.1, help="share of slow calls")
-    parser.add_argument("--slow-latency", type=float, default=4.0, help="seconds per slow call")
-    parser.add_argument(
+    args = parser(__doc__)
+    args.add_argument("--steps", type=int, default=30)
+    args.add_argument("--tool-latency", type=float, default=0.5, help="seconds per call")
+    args.add_argument("--slow-rate", type=float, default=0.1, help="share of slow calls")
+    args.add_argument("--slow-latency", type=float, default=4.0, help="seconds per slow call")
+    args.add_argument(
         "--wide-staleness",
         type=int,
         default=4,
         help="also run async with buffer.max_staleness=N (0: skip)",
     )
-    parser.add_argument("--json", default=None, help="also write the results here as JSON")
-    parser.add_argument("overrides", nargs="*", help="more config overrides for both runs")
-    return parser.parse_args()
+    args.add_argument("overrides", nargs="*", help="more config overrides for both runs")
+    return args.parse_args()
 
 
 if __name__ == "__main__":

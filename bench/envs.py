@@ -27,14 +27,13 @@ import asyncio
 import re
 import statistics
 import time
-from pathlib import Path
 
 import psutil
 
+from bench.preamble import environment, parser, policy
 from bench.record import write_json
 from bench.sampling import PeriodicSampler
-from bootstrap.tiny import ensure_tiny_policy
-from core.config import Config, EnvConfig, RolloutConfig, TinyModelConfig
+from core.config import Config, EnvConfig, RolloutConfig
 from orchestrator.actors import start_ray
 from rollout.engine import Generation, SamplingSpec
 
@@ -71,9 +70,8 @@ class InstantPolicy:
 
 def main() -> None:
     args = _parse()
-    model = ensure_tiny_policy(
-        TinyModelConfig(), Path("~/.cache/asyncrl/models").expanduser(), "tiny-qwen3"
-    )
+    environment()
+    model = policy()
     start_ray(Config())
     scales = [int(n) for n in args.sweep.split(",")] if args.sweep else [args.episodes]
     results = []
@@ -222,16 +220,11 @@ class _PeakMemory:
 
 
 def _parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--episodes", type=int, default=10_000)
-    parser.add_argument("--pools", type=int, default=2)
-    parser.add_argument(
-        "--sweep", default=None, help="comma-separated scales, e.g. 1000,4000,10000"
-    )
-    parser.add_argument("--json", default=None, help="also write the results here as JSON")
-    return parser.parse_args()
+    args = parser(__doc__)
+    args.add_argument("--episodes", type=int, default=10_000)
+    args.add_argument("--pools", type=int, default=2)
+    args.add_argument("--sweep", default=None, help="comma-separated scales, e.g. 1000,4000,10000")
+    return args.parse_args()
 
 
 if __name__ == "__main__":

@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-from pathlib import Path
 
+from bench.preamble import environment, parser, policy
 from bench.record import write_json
-from bootstrap.tiny import ensure_tiny_policy
-from core.config import Config, TinyModelConfig
+from core.config import Config
 from core.types import Batch, Group, Trajectory
 from orchestrator.actors import start_ray
 from orchestrator.learners import LearnerGroup
@@ -30,9 +29,8 @@ PRECISIONS = ("fp32", "bf16", "fp8")
 
 def main() -> None:
     args = _parse()
-    model = args.model or ensure_tiny_policy(
-        TinyModelConfig(), Path("~/.cache/asyncrl/models").expanduser(), "tiny-qwen3"
-    )
+    environment()
+    model = policy(args.model)
     cfg = Config()
     start_ray(cfg)
     rates = {p: asyncio.run(_tokens_per_s(cfg, model, p, args.steps)) for p in PRECISIONS}
@@ -87,13 +85,9 @@ def _batch(seed: int, groups: int = 8, size: int = 4) -> Batch:
 
 
 def _parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--model", default=None, help="checkpoint directory (default: tiny policy)")
-    parser.add_argument("--json", default=None, help="also write the results here as JSON")
-    return parser.parse_args()
+    args = parser(__doc__, model=True)
+    args.add_argument("--steps", type=int, default=4)
+    return args.parse_args()
 
 
 if __name__ == "__main__":

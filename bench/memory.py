@@ -30,6 +30,7 @@ from typing import Any
 
 import psutil
 
+from bench.preamble import parser
 from bench.record import write_json
 from bench.sampling import PeriodicSampler
 from orchestrator.resources import GIB, tree_memory
@@ -145,14 +146,11 @@ class _TreeSamples:
 
 
 def _parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--interval", type=float, default=0.5, help="seconds between samples")
-    parser.add_argument("--json", default=None, help="also write the results here as JSON")
-    parser.add_argument("overrides", nargs="*", help="more config overrides for the run")
-    return parser.parse_args()
+    args = parser(__doc__)
+    args.add_argument("--steps", type=int, default=10)
+    args.add_argument("--interval", type=float, default=0.5, help="seconds between samples")
+    args.add_argument("overrides", nargs="*", help="more config overrides for the run")
+    return args.parse_args()
 
 
 if __name__ == "__main__":

@@ -30,12 +30,11 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
+from bench.preamble import environment, parser, policy
 from bench.record import write_json
-from bootstrap.tiny import ensure_tiny_policy
 from core.chat import ChatCodec
-from core.config import RolloutConfig, SpeculativeConfig, TinyModelConfig
+from core.config import RolloutConfig, SpeculativeConfig
 from envs import make_env
 from envs.calculator import CalculatorEnv
 from rollout.agent import EpisodeSpec, Served, run_episode
@@ -58,11 +57,8 @@ class Rate:
 
 def main() -> None:
     args = _parse()
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    model = args.model or ensure_tiny_policy(
-        TinyModelConfig(), Path("~/.cache/asyncrl/models").expanduser(), "tiny-qwen3"
-    )
+    environment(vllm=True)
+    model = policy(args.model)
     codec = _codec(model)
     values: dict[str, float] = {}
     rows = asyncio.run(_all(model, codec, args.episodes, values))
@@ -340,15 +336,9 @@ def _codec(model: str) -> ChatCodec:
 
 
 def _parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--episodes", type=int, default=32)
-    parser.add_argument(
-        "--model", default=None, help="checkpoint directory (default: the tiny policy)"
-    )
-    parser.add_argument("--json", default=None, help="also write the results here as JSON")
-    return parser.parse_args()
+    args = parser(__doc__, model=True)
+    args.add_argument("--episodes", type=int, default=32)
+    return args.parse_args()
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from typing import Any
 
 import psutil
 
+from bench.preamble import parser
 from bench.record import ROOT, git_commit, read_json
 from bench.report import RESULTS_DIR, write_report
 
@@ -193,15 +194,13 @@ def _stop_tree(child: subprocess.Popen) -> None:
 
 
 def _parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--only", default="", help="comma-separated benchmark names")
-    parser.add_argument("--fresh", action="store_true", help="rerun even what is already done")
-    parser.add_argument(
+    args = parser(__doc__, json=False)
+    args.add_argument("--only", default="", help="comma-separated benchmark names")
+    args.add_argument("--fresh", action="store_true", help="rerun even what is already done")
+    args.add_argument(
         "--report-only", action="store_true", help="only rewrite RESULTS.md and the plots"
     )
-    return parser.parse_args()
+    return args.parse_args()
 
 
 if __name__ == "__main__":

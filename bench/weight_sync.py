@@ -41,14 +41,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.preamble import environment, model_cache, parser, policy
 from bench.record import write_json
 from bootstrap.cache import cached_build
-from bootstrap.tiny import ensure_tiny_policy
 from core.config import RolloutConfig, TinyModelConfig
 from core.shm import DEFAULT_ROOT, remove_snapshot, write_snapshot
 from rollout.engine import Engine
-
-CACHE = Path("~/.cache/asyncrl/models").expanduser()
 
 
 def _shape(hidden: int, mlp: int, layers: int, heads: int, kv_heads: int, head_dim: int):
@@ -97,9 +95,7 @@ PROMPT = list(range(10, 26))
 
 def main() -> None:
     args = _parse()
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    environment(vllm=True)
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "0"
     names = args.sizes.split(",")
     results = {}
@@ -125,9 +121,9 @@ def main() -> None:
 def ensure_model(name: str, arch: TinyModelConfig) -> str:
     """A randomly initialised Qwen3 of shape `arch` with the tiny policy's
     tokenizer, saved once under the model cache; returns its directory."""
-    tokenizer_dir = ensure_tiny_policy(TinyModelConfig(), CACHE, "tiny-qwen3")
+    tokenizer_dir = policy()
     recipe = json.dumps({"arch": dataclasses.asdict(arch), "tokenizer": tokenizer_dir})
-    target = CACHE / f"bench-sync-{name}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
+    target = model_cache() / f"bench-sync-{name}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
 
     def build(staging: Path) -> None:
         from transformers import AutoTokenizer
@@ -320,15 +316,12 @@ def _print(name: str, r: dict[str, Any]) -> None:
 
 
 def _parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--updates", type=int, default=3, help="measured updates per size")
-    parser.add_argument(
+    args = parser(__doc__)
+    args.add_argument("--updates", type=int, default=3, help="measured updates per size")
+    args.add_argument(
         "--sizes", default=",".join(SIZES), help=f"comma-separated, of {', '.join(SIZES)}"
     )
-    parser.add_argument("--json", default=None, help="also write the results here as JSON")
-    return parser.parse_args()
+    return args.parse_args()
 
 
 if __name__ == "__main__":

@@ -1,2 +1,2 @@
 """The asynchronous control plane: buffer, controller, system lifecycle (the starting
-policy comes from the bootstrap package)."""
+policy comes from bootstrap/, the chaos run lives in bench/chaos)."""

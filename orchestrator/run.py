@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 async def run(cfg: Config, alongside: Callable[[System], Awaitable[Any]] | None = None) -> RunState:
     """Train per `cfg`. `alongside(system)`, if given, runs as a task next to the
-    training loop until the loop ends (the chaos driver, orchestrator/chaos.py)."""
+    training loop until the loop ends (the chaos driver, bench/chaos)."""
     clock = Clock()
     resume_from = resume_point(cfg)
     checked = await asyncio.to_thread(preflight, cfg)  # before any actor starts

@@ -20,7 +20,7 @@ def test_short_chaos_run_recovers_and_loses_nothing(tiny_policy, tmp_path):
     command = [
         sys.executable,
         "-m",
-        "orchestrator.chaos",
+        "bench.chaos",
         "--seed=0",
         "--kills=3",
         "--targets=pool,learner",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from bench.chaos.driver import Kill
+from bench.chaos.schedule import ChaosConfig, plan
+from bench.chaos.verdict import Accounts, accounts, verdict
 from core.config import ConfigError
-from orchestrator.chaos import Accounts, ChaosConfig, Kill, accounts, plan, verdict
 from orchestrator.ledger import audit
 
 
