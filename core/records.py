@@ -78,6 +78,27 @@ class SyncResult:
     bytes: int
     lock_broken: int = 0
     """Trajectories still locked to the worker when its drain timed out."""
+    transport: str = ""
+    """The weight transport the version came by (its hops joined by `+`)."""
+    transfers: tuple[Transfer, ...] = ()
+    """What each hop of the transport moved and how long it took."""
+    checksums: tuple[int | None, ...] = ()
+    """core.digest checksum of each snapshot tensor as the engine holds it, in the
+    snapshot's order; None where the engine has no counterpart it can read."""
+    digest: str = ""
+    """core.digest.combine over the snapshot's names, dtypes, shapes and `checksums`:
+    equal to the snapshot's digest when the worker holds the learner's weights."""
+    digest_s: float = 0.0
+    """Seconds the worker spent computing `checksums` (inside vLLM)."""
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One hop of a weight transport: its name, what it moved, how long it took."""
+
+    transport: str
+    bytes: int
+    seconds: float
 
 
 @dataclass(frozen=True)

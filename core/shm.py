@@ -3,17 +3,22 @@
 The learner writes every tensor of a policy version into one flat file under
 /dev/shm (64-byte aligned), and sends only a `WeightSnapshot` descriptor through
 Ray. Each rollout engine maps the file and loads the tensors without another
-copy through the object store. Both sides import this module; torch is imported
+copy through the object store. Each entry carries the checksum of the tensor as
+the learner held it (core.digest), taken before the file is written, so a worker
+can confirm what it loaded. Both sides import this module; torch is imported
 inside the functions that need it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from core.digest import bytes_checksum, combine
 
 if TYPE_CHECKING:
     import torch
@@ -29,6 +34,8 @@ class TensorEntry:
     shape: tuple[int, ...]
     offset: int
     nbytes: int
+    checksum: int | None = None
+    """core.digest checksum of the tensor's bytes, computed by the writer."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,11 @@ class WeightSnapshot:
     path: str
     entries: tuple[TensorEntry, ...]
     total_bytes: int
+
+    @property
+    def digest(self) -> str:
+        """core.digest.combine over the entries' names, dtypes, shapes, checksums."""
+        return combine((e.name, e.dtype, e.shape, e.checksum) for e in self.entries)
 
 
 def write_snapshot(
@@ -65,8 +77,13 @@ def write_snapshot(
     for (_, tensor), entry in zip(tensors, entries, strict=True):
         flat = tensor.reshape(-1).view(torch.uint8) if tensor.numel() else tensor.view(torch.uint8)
         buffer[entry.offset : entry.offset + entry.nbytes] = flat
+    raw = buffer.numpy()
+    entries = [
+        dataclasses.replace(e, checksum=bytes_checksum(raw[e.offset : e.offset + e.nbytes]))
+        for e in entries
+    ]
     with open(tmp, "wb") as handle:
-        handle.write(buffer.numpy().tobytes())
+        handle.write(raw)  # the buffer itself, no bytes copy
     os.replace(tmp, path)  # readers never see a half-written snapshot
     return WeightSnapshot(version, str(path), tuple(entries), offset)
 

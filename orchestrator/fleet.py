@@ -12,8 +12,12 @@ Publishing follows `rollout.lock`:
   generating: the env pools stop placing new trajectories on the worker, the fleet
   waits for the ones locked to it (at most `rollout.lock_timeout_s`; those still
   running are then marked lock-broken), the worker loads, re-opens.
-A worker that dies or hangs during an update is marked dead in every pool and
-skipped: the run goes on while one worker lives. A replacement worker loads the
+Every update ends with each worker confirming the version it holds and the
+checksum of each tensor as its engine holds it; the fleet compares them with the
+learner's (core.digest, recorded on the snapshot) and raises WeightMismatch naming
+the worker and the tensors on any difference. A worker that dies or hangs during
+an update is marked dead in every pool and skipped: the run goes on while one
+worker lives. A replacement worker loads the
 latest published version before it serves. Every wait is bounded.
 """
 
@@ -40,6 +44,10 @@ DRAIN_POLL_S = 0.05
 
 class NoLiveWorkers(RuntimeError):
     """Every rollout worker is dead: nothing can generate any more."""
+
+
+class WeightMismatch(RuntimeError):
+    """A rollout worker does not hold the version, or the weights, it was sent."""
 
 
 @dataclass
@@ -104,13 +112,16 @@ class Fleet:
                 syncs = [await self._rolling_update(w, snapshot) for w in live]
             else:
                 syncs = await asyncio.gather(*[self._update(w, snapshot) for w in live])
-            loaded = [s for s in syncs if s is not None]
+            loaded = {w: s for w, s in zip(live, syncs, strict=True) if s is not None}
             if not loaded:
                 raise NoLiveWorkers(f"no rollout worker is alive to load v{snapshot.version}")
+            for worker_id, sync in loaded.items():
+                confirm(worker_id, sync, snapshot)
             previous, self.published = self.published, snapshot
             if previous is not None:
                 remove_snapshot(previous)
-        return _sync_metrics(loaded, snapshot, time.perf_counter() - started) | self.stats()
+        metrics = _sync_metrics(list(loaded.values()), snapshot, time.perf_counter() - started)
+        return metrics | self.stats()
 
     async def _rolling_update(self, worker_id: str, snapshot: WeightSnapshot) -> SyncResult | None:
         started = time.perf_counter()
@@ -170,11 +181,12 @@ class Fleet:
         )
         async with self.lock:
             if self.published is not None:
-                await bounded(
+                sync = await bounded(
                     handle.update_weights.remote(self.published, "turn"),
                     self.cfg.rollout.sync_timeout_s,
                     f"restarted {worker_id} to load v{self.version}",
                 )
+                confirm(worker_id, sync, self.published)
             self.workers[worker_id] = handle
             self.dead.discard(worker_id)
             await self._on_pools(lambda p: p.replace_worker.remote(worker_id, handle), "take back")
@@ -242,14 +254,58 @@ class Fleet:
         return await bounded(gathered, self.cfg.ray.call_timeout_s, what)
 
 
+def confirm(worker_id: str, sync: SyncResult, snapshot: WeightSnapshot) -> None:
+    """Raise WeightMismatch unless `worker_id` reports the snapshot's version and,
+    for every tensor both sides could checksum, the learner's checksum."""
+    if sync.version != snapshot.version:
+        raise WeightMismatch(
+            f"{worker_id} reports weights v{sync.version} after loading v{snapshot.version}"
+        )
+    if len(sync.checksums) != len(snapshot.entries):
+        raise WeightMismatch(
+            f"{worker_id} confirmed {len(sync.checksums)} tensors of the "
+            f"{len(snapshot.entries)} in v{snapshot.version}"
+        )
+    differing = [
+        e.name
+        for e, held in zip(snapshot.entries, sync.checksums, strict=True)
+        if None not in (held, e.checksum) and held != e.checksum
+    ]
+    if differing:
+        more = f" and {len(differing) - 5} more" if differing[5:] else ""
+        shown = ", ".join(differing[:5]) + more
+        raise WeightMismatch(
+            f"{worker_id} holds weights that differ from the learner's v{snapshot.version} "
+            f"(digest {sync.digest}, learner's {snapshot.digest}): {shown}"
+        )
+
+
 def _sync_metrics(
     loaded: list[SyncResult], snapshot: WeightSnapshot, total_s: float
 ) -> dict[str, float]:
-    return {
+    metrics = {
         "sync/pause_s": max(s.pause_s for s in loaded),
         "sync/drain_s": max(s.drain_s for s in loaded),
         "sync/load_s": max(s.load_s for s in loaded),
         "sync/total_s": total_s,
         "sync/lock_broken": float(sum(s.lock_broken for s in loaded)),
         "sync/bytes": float(snapshot.total_bytes),
+        "sync/digest_s": max(s.digest_s for s in loaded),
+        "sync/unconfirmed_tensors": float(max(s.checksums.count(None) for s in loaded)),
     }
+    return metrics | _transport_metrics(loaded)
+
+
+def _transport_metrics(loaded: list[SyncResult]) -> dict[str, float]:
+    """`sync/transport/<name>`: how many workers loaded through it (metrics are
+    floats: core/metrics.py); per hop transport, `sync/<hop>_bytes` summed over the
+    workers and `sync/<hop>_s`, the slowest worker's."""
+    metrics: dict[str, float] = {}
+    for sync in loaded:
+        key = f"sync/transport/{sync.transport}"
+        metrics[key] = metrics.get(key, 0.0) + 1
+        for hop in sync.transfers:
+            bytes_key, seconds_key = f"sync/{hop.transport}_bytes", f"sync/{hop.transport}_s"
+            metrics[bytes_key] = metrics.get(bytes_key, 0.0) + hop.bytes
+            metrics[seconds_key] = max(metrics.get(seconds_key, 0.0), hop.seconds)
+    return metrics

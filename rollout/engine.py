@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.choices import RolloutLock
+from core.digest import combine
 from core.images import decode_png
-from core.records import EngineStats, SyncResult
+from core.records import EngineStats, SyncResult, Transfer
 from core.shm import WeightSnapshot
 from rollout.engine_args import vllm_args
+from rollout.transport import TRANSPORT
 
 if TYPE_CHECKING:
     import numpy as np
@@ -87,6 +89,16 @@ class Generation:
 
 class EngineError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What a vLLM worker process reports it holds after an update."""
+
+    version: int
+    checksums: tuple[int | None, ...]
+    digest: str
+    seconds: float
 
 
 class Engine:
@@ -181,7 +193,9 @@ class Engine:
     ) -> SyncResult:
         """Pause per the lock policy, load `snapshot` through vLLM's weight-transfer
         API (into the drafter too with `sync_draft`), label it with its version,
-        resume. Returns the pause it caused."""
+        resume. Returns the pause it caused, the transport's bytes and seconds, and
+        the version and per-tensor checksums the vLLM worker reports it holds (the
+        target model's; the drafter's are not confirmed)."""
         from vllm.distributed.weight_transfer.base import WeightTransferUpdateRequest
 
         from rollout.transport import snapshot_update_info
@@ -194,6 +208,7 @@ class Engine:
             await self._llm.start_weight_update()
             await self._llm.update_weights(request)
             await self._llm.finish_weight_update()
+            loaded = await self._loaded_weights(snapshot)
             if sync_draft:
                 await self._llm.start_draft_weight_update()
                 await self._llm.update_weights(request)
@@ -204,12 +219,36 @@ class Engine:
             await self._llm.resume_generation()
         resumed = time.perf_counter()
         return SyncResult(
-            version=snapshot.version,
+            version=loaded.version,
             pause_s=resumed - started,
             load_s=resumed - paused,
             drain_s=paused - started,
             bytes=snapshot.total_bytes,
+            transport=TRANSPORT,
+            transfers=(Transfer(TRANSPORT, snapshot.total_bytes, resumed - paused),),
+            checksums=loaded.checksums,
+            digest=loaded.digest,
+            digest_s=loaded.seconds,
         )
+
+    async def _loaded_weights(self, snapshot: WeightSnapshot, timeout_s: float = 60.0) -> Loaded:
+        """The version and the per-tensor checksums of the weights the vLLM worker
+        process holds after loading `snapshot` (rollout.loaded_weights), digested over
+        the snapshot's names, dtypes and shapes. With more than one worker process
+        (tensor parallelism) each holds shards: the tensors stay unconfirmed."""
+        answers = await self.llm.collective_rpc("asyncrl_loaded_weights", timeout=timeout_s)
+        if len(answers) != 1:
+            log.warning("weight digests need one vLLM process; %d hold shards", len(answers))
+            answer = {"version": snapshot.version, "checksums": [None] * len(snapshot.entries)}
+        else:
+            answer = answers[0]
+        if "checksums" not in answer:
+            raise EngineError(f"vLLM worker (pid {answer.get('pid')}) recorded no weight update")
+        checksums = tuple(answer["checksums"])
+        digest = combine(
+            (e.name, e.dtype, e.shape, c) for e, c in zip(snapshot.entries, checksums, strict=True)
+        )
+        return Loaded(int(answer["version"]), checksums, digest, float(answer.get("seconds", 0)))
 
     async def prompt_logprobs(
         self, ids: list[int], images: Sequence[bytes] | None = None

@@ -5,7 +5,9 @@ vLLM 0.32 drives weight updates through a registered `WeightTransferEngine`
 `finish_weight_update`). Its built-in engines need CUDA (NCCL, CUDA IPC), so
 this module registers `asyncrl_shm`: the update info names a `WeightSnapshot`
 file in /dev/shm and the worker loads it with the model's own `load_weights`,
-inside vLLM's layerwise-reload lifecycle.
+inside vLLM's layerwise-reload lifecycle, and records the version and the
+checksum of each tensor as the model then holds it (rollout.loaded_weights), which
+the engine asks for through WorkerInspection to confirm the update.
 
 rollout.vllm_plugin registers it in every vLLM process (engine core and
 workers), so each knows the backend by name.
@@ -13,10 +15,14 @@ workers), so each knows the backend by name.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 BACKEND = "asyncrl_shm"
+TRANSPORT = "shm"
+"""The transport's name in SyncResult and the sync/ metrics (rollout.weight_transport's
+name for it)."""
 
 
 def register_backend() -> None:
@@ -50,6 +56,7 @@ def _engine_class() -> type:
     )
 
     from core.shm import TensorEntry, WeightSnapshot, read_snapshot
+    from rollout.loaded_weights import LoadedChecksums
 
     @dataclass
     class SharedMemoryInitInfo(WeightTransferInitInfo):
@@ -77,11 +84,26 @@ def _engine_class() -> type:
         def init_transfer_engine(self, init_info: Any) -> None:
             return None
 
+        confirmation: dict[str, Any] | None = None
+        """The last update's version and what the model holds for each snapshot
+        tensor (rollout.loaded_weights), for WorkerInspection to report."""
+        _checksums: LoadedChecksums | None = None
+        _version: int | None = None
+
         def start_weight_update(self) -> None:
+            self._checksums, self._version, self.confirmation = None, None, None
             initialize_layerwise_reload(self.model)
 
         def finish_weight_update(self) -> None:
-            finalize_layerwise_reload(self.model, self.model_config)
+            with self._checksums.capturing() if self._checksums else nullcontext():
+                finalize_layerwise_reload(self.model, self.model_config)
+            if self._checksums is not None:
+                checksums = self._checksums.result()
+                self.confirmation = {
+                    "version": self._version,
+                    "checksums": checksums,
+                    "seconds": self._checksums.seconds,
+                }
 
         def update_weights(self, update_info: dict[str, Any]) -> None:
             # The base class synchronises an accelerator; a CPU engine has none.
@@ -92,7 +114,12 @@ def _engine_class() -> type:
                 torch.accelerator.synchronize()
 
         def receive_weights(self, update_info: Any) -> None:
-            self.model.load_weights(weights=read_snapshot(update_info.snapshot()))
+            snapshot = update_info.snapshot()
+            tensors = [(e.name, e.dtype) for e in snapshot.entries]
+            self._checksums = LoadedChecksums(self.model, tensors)
+            self._version = snapshot.version
+            with self._checksums.capturing():
+                self.model.load_weights(weights=read_snapshot(snapshot))
 
         def shutdown(self) -> None:
             return None

@@ -7,7 +7,8 @@ a model, so everything here is in place wherever vLLM runs:
 - a filter for one misleading per-sync log line.
 
 It also holds `WorkerInspection`, the worker extension (`worker_extension_cls`)
-through which an Engine asks a vLLM worker process what it actually runs.
+through which an Engine asks a vLLM worker process what it actually runs and
+which weights it holds after an update.
 """
 
 from __future__ import annotations
@@ -111,6 +112,16 @@ class WorkerInspection:
         import os
 
         return {**expand_kernel_in_use(), "pid": os.getpid()}
+
+    def asyncrl_loaded_weights(self) -> dict[str, Any]:
+        """The last weight update's version and per-tensor checksums as this worker's
+        model holds them (rollout.transport records them while it loads), the
+        seconds they took, and this process's pid; {"pid": ...} alone before any."""
+        import os
+
+        engine = getattr(self, "weight_transfer_engine", None)
+        confirmation = getattr(engine, "confirmation", None) or {}
+        return {**confirmation, "pid": os.getpid()}
 
 
 def _derived_buffer_notice(record: logging.LogRecord) -> bool:

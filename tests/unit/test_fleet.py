@@ -1,6 +1,8 @@
 """The fleet's publishing and membership on stand-in actors: every live worker loads a
 version, `trajectory` locking drains one worker at a time, a worker lost mid-update is
-marked dead everywhere, a replacement loads the published version, and the control
+marked dead everywhere, each update is confirmed (version and per-tensor checksums,
+a mismatch raising with the worker's name) and its transport logged, a replacement
+loads the published version, and the control
 plane's short calls and shutdown are bounded by their config.
 
 A fake actor method's `.remote(...)` returns an awaitable, as Ray's ObjectRef is
@@ -18,12 +20,13 @@ from typing import Any
 
 import pytest
 import ray
+import torch
 
 from core.config import Config
-from core.records import EngineStats, SyncResult
+from core.records import EngineStats, SyncResult, Transfer
 from core.shm import write_snapshot
 from orchestrator import fleet as fleet_module
-from orchestrator.fleet import Fleet, NoLiveWorkers
+from orchestrator.fleet import Fleet, NoLiveWorkers, WeightMismatch
 
 
 def _method(fn):
@@ -31,8 +34,19 @@ def _method(fn):
 
 
 class FakeWorker:
-    def __init__(self, name: str, dead: bool = False, hang_s: float = 0.0):
+    """`corrupt`: the index of a tensor it reports holding with other contents;
+    `stale`: it reports the version before the one it was sent."""
+
+    def __init__(
+        self,
+        name: str,
+        dead: bool = False,
+        hang_s: float = 0.0,
+        corrupt: int | None = None,
+        stale: bool = False,
+    ):
         self.name, self.dead, self.hang_s = name, dead, hang_s
+        self.corrupt, self.stale = corrupt, stale
         self.loaded: list[int] = []
         self.update_weights = _method(self._update)
         self.stats = _method(self._stats)
@@ -43,7 +57,20 @@ class FakeWorker:
         if self.dead:
             raise ray.exceptions.RayActorError()
         self.loaded.append(snapshot.version)
-        return SyncResult(snapshot.version, pause_s=0.01, load_s=0.01, drain_s=0.0, bytes=1)
+        checksums = [e.checksum for e in snapshot.entries]
+        if self.corrupt is not None:
+            checksums[self.corrupt] ^= 1
+        return SyncResult(
+            snapshot.version - self.stale,
+            pause_s=0.01,
+            load_s=0.01,
+            drain_s=0.0,
+            bytes=snapshot.total_bytes,
+            transport="shm",
+            transfers=(Transfer("shm", snapshot.total_bytes, 0.01),),
+            checksums=tuple(checksums),
+            digest_s=0.002,
+        )
 
     async def _stats(self) -> EngineStats:
         return EngineStats(worker_id=self.name, version=self.loaded[-1] if self.loaded else 0)
@@ -90,7 +117,8 @@ def _fleet(workers: dict[str, FakeWorker], pools: list[FakePool], lock: str = "t
 
 
 def _snapshot(tmp_path: Path, version: int):
-    return write_snapshot(tmp_path / f"v{version}.bin", [], version)
+    tensors = [("a.weight", torch.ones(3)), ("b.weight", torch.zeros(2, 2))]
+    return write_snapshot(tmp_path / f"v{version}.bin", tensors, version)
 
 
 def test_every_live_worker_loads_and_the_older_snapshot_is_freed(tmp_path):
@@ -179,3 +207,38 @@ def test_worker_stats_are_typed_records():
     fleet.dead.add("b")
     stats = asyncio.run(fleet.worker_stats())
     assert list(stats) == ["a"] and isinstance(stats["a"], EngineStats)
+
+
+def test_a_worker_holding_other_weights_is_named_and_the_version_not_published(tmp_path):
+    fleet = _fleet({"a": FakeWorker("a"), "b": FakeWorker("b", corrupt=1)}, [FakePool()])
+    with pytest.raises(WeightMismatch, match=r"^b holds weights .* v1 .*: b\.weight$"):
+        asyncio.run(fleet.publish(_snapshot(tmp_path, 1)))
+    assert fleet.published is None and fleet.version == 0
+
+
+def test_a_worker_reporting_another_version_is_named(tmp_path):
+    fleet = _fleet({"a": FakeWorker("a", stale=True)}, [FakePool()])
+    with pytest.raises(WeightMismatch, match="^a reports weights v1 after loading v2"):
+        asyncio.run(fleet.publish(_snapshot(tmp_path, 2)))
+
+
+def test_a_replacement_holding_other_weights_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        fleet_module.actors, "rollout_worker", lambda *a: FakeWorker("a", corrupt=0)
+    )
+    monkeypatch.setattr(fleet_module.actors, "kill", lambda actor: None)
+    fleet = _fleet({"a": FakeWorker("a", dead=True)}, [FakePool()])
+    fleet.published = _snapshot(tmp_path, 7)
+    with pytest.raises(WeightMismatch, match=r"^a holds .*: a\.weight"):
+        asyncio.run(fleet.replace_worker("a"))
+
+
+def test_the_transport_its_bytes_and_seconds_and_the_digest_cost_are_logged(tmp_path):
+    fleet = _fleet({"a": FakeWorker("a"), "b": FakeWorker("b")}, [FakePool()])
+    snapshot = _snapshot(tmp_path, 1)
+    metrics = asyncio.run(fleet.publish(snapshot))
+    assert metrics["sync/transport/shm"] == 2.0
+    assert metrics["sync/shm_bytes"] == 2.0 * snapshot.total_bytes
+    assert metrics["sync/shm_s"] == pytest.approx(0.01)
+    assert metrics["sync/digest_s"] == pytest.approx(0.002)
+    assert metrics["sync/unconfirmed_tensors"] == 0.0

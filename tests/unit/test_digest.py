@@ -1,0 +1,119 @@
+"""Weight digests (core.digest) and the snapshot's checksums (core.shm): equal
+weights give equal digests, one changed element changes them, and what must not
+matter (memory layout, where a tensor's bytes sit) does not; rollout.loaded_weights
+finds each learner tensor among a vLLM-style model's fused parameters."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from core.digest import combine, tensor_checksum
+from core.shm import write_snapshot
+from rollout.loaded_weights import locate
+
+
+def _weights(seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        "model.embed_tokens.weight": torch.randn(10, 4, generator=generator),
+        "model.layers.0.self_attn.q_proj.weight": torch.randn(8, 4, generator=generator),
+        "model.norm.weight": torch.randn(4, generator=generator).to(torch.bfloat16),
+    }
+
+
+def test_same_weights_same_digest_and_one_changed_element_changes_it(tmp_path):
+    first = write_snapshot(tmp_path / "a.bin", _weights().items(), 1)
+    again = write_snapshot(tmp_path / "b.bin", _weights().items(), 1)
+    assert first.digest == again.digest
+    for name in _weights():
+        changed = _weights()
+        changed[name].view(-1)[-1] = changed[name].view(-1)[-1] * 1.0001 + 1e-3
+        other = write_snapshot(tmp_path / "c.bin", changed.items(), 1)
+        assert other.digest != first.digest, name
+        differing = [
+            a.name
+            for a, b in zip(first.entries, other.entries, strict=True)
+            if a.checksum != b.checksum
+        ]
+        assert differing == [name]
+
+
+def test_a_one_ulp_change_anywhere_in_a_tensor_is_seen():
+    weights = torch.randn(1000)
+    reference = tensor_checksum(weights)
+    for index in (0, 1, 499, 999):
+        bumped = weights.clone()
+        bumped.view(torch.int32)[index] += 1  # the next float
+        assert tensor_checksum(bumped) != reference
+
+
+def test_snapshot_checksums_are_the_tensors_checksums_whatever_their_layout(tmp_path):
+    weights = _weights()
+    transposed = weights["model.layers.0.self_attn.q_proj.weight"].t().contiguous().t()
+    assert not transposed.is_contiguous()
+    weights["model.layers.0.self_attn.q_proj.weight"] = transposed
+    snapshot = write_snapshot(tmp_path / "a.bin", weights.items(), 3)
+    for entry in snapshot.entries:
+        assert entry.checksum == tensor_checksum(_weights()[entry.name])
+
+
+def test_a_slice_of_a_fused_parameter_checksums_as_the_tensor_it_holds():
+    q, k, v = torch.randn(8, 4), torch.randn(2, 4), torch.randn(2, 4)
+    qkv = torch.cat([q, k, v])
+    assert tensor_checksum(qkv.narrow(0, 8, 2)) == tensor_checksum(k)
+    assert tensor_checksum(qkv.narrow(0, 0, 8)) == tensor_checksum(q)
+
+
+def test_the_digest_covers_names_dtypes_shapes_and_order():
+    base = [("a", "float32", (2,), 1), ("b", "float32", (2,), 2)]
+    assert combine(base) == combine(list(base))
+    assert combine(base[::-1]) != combine(base)
+    assert combine([("a", "bfloat16", (2,), 1), base[1]]) != combine(base)
+    assert combine([("a", "float32", (1, 2), 1), base[1]]) != combine(base)
+    assert combine([("x", "float32", (2,), 1), base[1]]) != combine(base)
+
+
+class _Attention(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.qkv_proj = torch.nn.Linear(4, 12, bias=False)
+
+
+class _Model(torch.nn.Module):
+    """The names a vLLM Qwen3 uses: fused qkv_proj and its packed_modules_mapping
+    (vllm/model_executor/models/qwen3.py:284-287)."""
+
+    packed_modules_mapping = {
+        "qkv_proj": ["q_proj", "k_proj", "v_proj"],
+        "gate_up_proj": ["gate_proj", "up_proj"],
+    }
+
+    def __init__(self):
+        super().__init__()
+        self.attn = _Attention()
+        self.norm = torch.nn.LayerNorm(4)
+
+
+def test_learner_names_are_located_in_fused_parameters():
+    model = _Model()
+    modules = dict(model.named_modules())
+    assert locate(model, modules, "attn.q_proj.weight") == ("attn.qkv_proj.weight", 0)
+    assert locate(model, modules, "attn.v_proj.weight") == ("attn.qkv_proj.weight", 2)
+    assert locate(model, modules, "norm.weight") == ("norm.weight", 0)
+    assert locate(model, modules, "attn.o_proj.weight") is None
+    assert locate(model, modules, "mlp.up_proj.weight") is None
+
+
+@pytest.mark.parametrize("megabytes", [4, 43])
+def test_checksumming_a_snapshot_is_cheap(tmp_path, megabytes):
+    """Write with checksums vs the same bytes' CRC alone: the checksum is a small
+    part of an export (392 MB-class sizes are measured in the report, not here)."""
+    tensor = torch.randn(megabytes * 2**20 // 4)
+    started = time.perf_counter()
+    checksum = tensor_checksum(tensor)
+    seconds = time.perf_counter() - started
+    assert checksum == write_snapshot(tmp_path / "s.bin", [("w", tensor)], 1).entries[0].checksum
+    assert seconds < 0.05 * megabytes  # ~0.25 ms per MB measured here; 50 ms/MB is a hang
