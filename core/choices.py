@@ -100,3 +100,14 @@ class WandbMode(Choice):
     offline = "offline"
     online = "online"
     disabled = "disabled"
+
+
+class PlacementMode(Choice):
+    """`placement`: whether rollout workers and learner ranks share devices."""
+
+    split = "split"
+    """Disjoint devices (GPUs; cores on CPU): the asynchronous default."""
+    colocated = "colocated"
+    """Learner ranks share the rollout workers' GPUs (fractional requests on the same
+    bundles). vLLM does not yet sleep while the learner steps; on CPU no different
+    from sharing cores."""

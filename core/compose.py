@@ -106,6 +106,8 @@ def _structured(raw: Any) -> Config:
 
 AT_LEAST = {
     "rollout.num_workers": 1,
+    "rollout.gpus_per_worker": 0,
+    "learner.gpus_per_rank": 0,
     "learner.num_ranks": 1,
     "trainer.total_steps": 1,
     "trainer.checkpoint_every": 0,
@@ -167,6 +169,7 @@ def _rules(cfg: Config) -> Iterator[tuple[bool, str]]:
     )
     yield 0.0 < cfg.balancer.decrease < 1.0, "balancer.decrease must be in (0, 1)"
     yield cfg.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage must be 0, 1, 2 or 3"
+    yield from _placement_rules(cfg)
     yield env.group_size >= 2, "env.group_size must be >= 2 (GRPO normalises within groups)"
     yield (
         0.0 <= env.breaker_failure_rate <= 1.0,
@@ -175,4 +178,18 @@ def _rules(cfg: Config) -> Iterator[tuple[bool, str]]:
     yield (
         isinstance(env.kwargs, dict),
         "env.kwargs must be a mapping of the env's arguments: env.kwargs={name: value}",
+    )
+
+
+def _placement_rules(cfg: Config) -> Iterator[tuple[bool, str]]:
+    rollout_gpus, rank_gpus = cfg.rollout.gpus_per_worker, cfg.learner.gpus_per_rank
+    yield (
+        rank_gpus <= 1,
+        "learner.gpus_per_rank must be 0 (CPU) or 1: a DeepSpeed rank drives one GPU "
+        "(add ranks with learner.num_ranks instead)",
+    )
+    yield (
+        cfg.placement != "colocated" or rollout_gpus == rank_gpus <= 1,
+        "placement=colocated shares each GPU between a rollout worker and a learner rank: "
+        "rollout.gpus_per_worker and learner.gpus_per_rank must both be 1 (or both 0 on CPU)",
     )

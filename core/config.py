@@ -19,6 +19,7 @@ from core.choices import (
     LossAggregation,
     LrSchedule,
     OffPolicy,
+    PlacementMode,
     Precision,
     RolloutLock,
     SpeculativeMethod,
@@ -131,6 +132,9 @@ class RolloutConfig:
     enforce_eager: bool = True
     num_cpus: float = 0
     """Ray CPUs reserved per worker (0: never blocks scheduling on a small machine)."""
+    gpus_per_worker: int = 0
+    """GPUs per rollout worker (0 on CPU). Above 1, vLLM runs tensor parallel over
+    them inside the worker (tensor_parallel_size); a worker's GPUs are on one node."""
     startup_timeout_s: float = 300.0
     generate_timeout_s: float = 120.0
     """One turn's generation; past it the request is aborted and the trajectory too."""
@@ -195,6 +199,8 @@ class LearnerConfig:
     (R3); the mixing weights still come from the learner's router."""
     startup_timeout_s: float = 600.0
     step_timeout_s: float = 600.0
+    gpus_per_rank: int = 0
+    """GPUs per DeepSpeed rank: 0 (CPU, gloo) or 1 (NCCL); ranks are packed per node."""
 
 
 @dataclass
@@ -294,10 +300,14 @@ class TrainerConfig:
     batch_timeout_s: float = 600.0
     """How long the learner waits for its next batch before the run stops with an error."""
     checkpoint_every: int = 50
-    """Steps between run checkpoints under <run_dir>/checkpoints (0: none)."""
+    """Steps between run checkpoints under checkpoint_dir (0: none)."""
+    checkpoint_dir: str | None = None
+    """Where run checkpoints go (None: <run_dir>/checkpoints). Every learner rank
+    writes its part there, so on a cluster it must be storage every learner node
+    mounts at the same path; a resume that a rank cannot see is refused."""
     resume: bool = False
-    """Continue from the newest checkpoint under logger.run_dir (pass the stopped
-    run's directory: `hydra.run.dir=runs/<date>/<time>`)."""
+    """Continue from the newest checkpoint under checkpoint_dir (by default the
+    stopped run's directory: `hydra.run.dir=runs/<date>/<time>`)."""
 
 
 @dataclass
@@ -345,6 +355,9 @@ class RayConfig:
     bookkeeping, logprobs for checks): past it the call counts as failed."""
     shutdown_timeout_s: float = 60.0
     """How long rollout workers get to stop their engines at the end of a run."""
+    placement_timeout_s: float = 120.0
+    """How long reserving a role's placement group may wait for its resources (held
+    by other actors or jobs, or a node still joining) before the run stops, naming it."""
 
 
 @dataclass
@@ -360,6 +373,10 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     balancer: BalancerConfig = field(default_factory=BalancerConfig)
+    placement: PlacementMode = PlacementMode.split
+    """split: rollout workers and learner ranks on disjoint devices (on CPU, disjoint
+    cores); colocated: learner ranks share the rollout workers' GPUs. Ray placement
+    groups reserve both (orchestrator.placement)."""
 
 
 def learner_algo(cfg: Config) -> AlgoConfig:

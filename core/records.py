@@ -124,3 +124,30 @@ class PoolStats:
     @property
     def in_flight(self) -> int:
         return self.episodes_started - self.episodes_finished
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an actor runs, as it sees it from inside: its node, the GPU ids Ray
+    assigned it (ray.get_gpu_ids()) and the CPU cores it runs on."""
+
+    node_ip: str
+    node_id: str
+    gpu_ids: tuple[str, ...]
+    cores: tuple[int, ...]
+
+    @classmethod
+    def here(cls, cores: tuple[int, ...] | None = None) -> Placement:
+        """The calling actor's placement; `cores` where it bound its work to cores
+        other than its own process's (a rollout worker's engine), else its affinity."""
+        import os
+
+        import ray
+
+        context = ray.get_runtime_context()
+        return cls(
+            node_ip=ray.util.get_node_ip_address(),
+            node_id=context.get_node_id(),
+            gpu_ids=tuple(str(g) for g in ray.get_gpu_ids()),
+            cores=tuple(sorted(cores if cores is not None else os.sched_getaffinity(0))),
+        )

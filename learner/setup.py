@@ -24,10 +24,39 @@ the converted linear layers (learner/fp8.py) and master weights stay fp32."""
 
 @dataclass(frozen=True)
 class RankInfo:
+    """A rank's place in the process group and where the group meets: rank 0's node
+    address and a port free there (`rendezvous_address`, asked of rank 0). The
+    loopback default serves only a lone rank built outside Ray."""
+
     rank: int = 0
     world_size: int = 1
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
+
+
+def rendezvous_address() -> tuple[str, int]:
+    """This node's address as Ray knows it and a TCP port free on it: where the other
+    ranks meet this one (a rank on another node cannot reach a loopback address)."""
+    import socket
+
+    import ray
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        port = sock.getsockname()[1]
+    return ray.util.get_node_ip_address(), port
+
+
+def pin_cores(cores: tuple[int, ...] | None, threads: int) -> int:
+    """Bind this process to `cores` (those of them it may run on; none: unchanged) and
+    return the torch threads to use: `threads`, at most one per core it is bound to."""
+    if not cores:
+        return threads
+    usable = set(cores) & os.sched_getaffinity(0)
+    if not usable:
+        return threads
+    os.sched_setaffinity(0, usable)
+    return max(1, min(threads, len(usable)))
 
 
 def deepspeed_config(cfg: LearnerConfig, world_size: int) -> dict[str, Any]:

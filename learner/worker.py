@@ -1,14 +1,21 @@
 """LearnerWorker: the Ray actor around one DeepSpeed rank (a thin shell over Trainer).
 
-Sets DeepSpeed's accelerator before DeepSpeed is imported.
+Created in its placement seat by orchestrator.actors, then started in two calls:
+rank 0 reports where the group meets (`rendezvous`: its node address and a free
+port there), and every rank `start`s there. On CPU under split placement it is
+bound to the cores no rollout engine on its node took. Sets DeepSpeed's
+accelerator before DeepSpeed is imported.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from pathlib import Path
 from typing import Any
 
 from core.config import AlgoConfig, LearnerConfig
+from core.records import Placement
 from core.shm import WeightSnapshot
 from core.types import Batch
 
@@ -22,9 +29,25 @@ class LearnerWorker:
         temperature: float,
         rank: int,
         world_size: int,
-        master_port: int,
         seed: int,
+        cores: tuple[int, ...] | None = None,
     ):
+        from learner.setup import pin_cores
+
+        threads = pin_cores(cores, cfg.threads)
+        self.cfg = dataclasses.replace(cfg, threads=threads)
+        self.args = (model_path, algo, temperature, seed)
+        self.rank, self.world_size = rank, world_size
+        self.trainer: Any = None
+
+    def rendezvous(self) -> tuple[str, int]:
+        """This rank's node address and a port free there (asked of rank 0)."""
+        from learner.setup import rendezvous_address
+
+        return rendezvous_address()
+
+    def start(self, master_addr: str, master_port: int) -> int:
+        """Join the process group at rank 0's address and build the trainer."""
         import torch
 
         if not torch.cuda.is_available():
@@ -32,17 +55,22 @@ class LearnerWorker:
         from learner.setup import RankInfo
         from learner.trainer import Trainer
 
+        model_path, algo, temperature, seed = self.args
+        rank = RankInfo(self.rank, self.world_size, master_addr, master_port)
         self.trainer = Trainer(
-            model_path,
-            cfg,
-            algo,
-            temperature=temperature,
-            rank=RankInfo(rank=rank, world_size=world_size, master_port=master_port),
-            seed=seed,
+            model_path, self.cfg, algo, temperature=temperature, rank=rank, seed=seed
         )
+        return self.rank
 
     def ready(self) -> int:
         return self.trainer.rank.rank
+
+    def placement(self) -> Placement:
+        return Placement.here()
+
+    def sees(self, directory: str) -> bool:
+        """Whether `directory` exists from this rank's node (shared checkpoint storage)."""
+        return Path(directory).is_dir()
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         return self.trainer.train_step(batch)

@@ -3,17 +3,26 @@ rollout workers and the env pools, with the options each needs.
 
 Nothing else in asyncrl calls `ray.remote(...)` for a product actor or `ray.init`:
 the owners (orchestrator.learners, orchestrator.fleet) ask here, so placement and
-resources are decided in one place.
+resources are decided in one place. Every actor sits in a bundle of a Ray placement
+group reserved from orchestrator.placement's plan (`reserve`, once per plan) and is
+created with `actor_options`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
+from dataclasses import dataclass
 from typing import Any
 
 from core.config import Config, learner_algo
+from orchestrator.placement import (
+    PlacementError,
+    PlacementPlan,
+    Role,
+    pinned_cores,
+    plan,
+    shortfall,
+)
 
 ACTOR_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
@@ -45,44 +54,46 @@ def start_ray(cfg: Config) -> None:
 
 
 def learner_ranks(cfg: Config, model_path: str) -> list[Any]:
-    """One LearnerWorker actor per DeepSpeed rank, meeting at a free local port."""
+    """One LearnerWorker actor per DeepSpeed rank, in its seat of the placement; the
+    ranks are not started yet (LearnerGroup.start meets them at rank 0's address)."""
     import ray
 
     from learner.worker import LearnerWorker
 
-    port = free_port()
+    reservation = reserve(cfg)
     actor = ray.remote(LearnerWorker)
     return [
-        actor.options(num_cpus=0).remote(
+        actor.options(**actor_options(cfg, Role.learner, rank)).remote(
             model_path,
             cfg.learner,
             learner_algo(cfg),
             cfg.rollout.temperature,
             rank,
             cfg.learner.num_ranks,
-            port,
             cfg.trainer.seed,
+            reservation.learner_cores[rank],
         )
         for rank in range(cfg.learner.num_ranks)
     ]
 
 
 def rollout_worker(cfg: Config, model_path: str, index: int) -> Any:
-    """Rollout worker `rollout-<index>` (its engine pinned to a core on CPU)."""
+    """Rollout worker `rollout-<index>` in its seat (its engine bound to a core on CPU)."""
     import ray
 
     from rollout.worker import RolloutWorker
 
+    core = reserve(cfg).rollout_cores[index]
     return (
         ray.remote(RolloutWorker)
-        .options(num_cpus=cfg.rollout.num_cpus, max_concurrency=100_000)
+        .options(**actor_options(cfg, Role.rollout, index), max_concurrency=100_000)
         .remote(
             worker_id(index),
             model_path,
             cfg.rollout,
             cfg.model.dtype,
             cfg.trainer.seed + index,
-            _core_for(index) if cfg.rollout.bind_cores else None,
+            core,
         )
     )
 
@@ -95,9 +106,90 @@ def env_pool(cfg: Config, model_path: str, workers: dict[str, Any], index: int) 
 
     return (
         ray.remote(EnvPool)
-        .options(num_cpus=0, max_concurrency=100_000)
+        .options(**actor_options(cfg, Role.env, index), max_concurrency=100_000)
         .remote(f"pool-{index}", workers, model_path, cfg.env, cfg.rollout)
     )
+
+
+def actor_options(cfg: Config, role: Role, index: int) -> dict[str, Any]:
+    """The resources and placement-group bundle actor `index` of `role` is created
+    with (every actor of a run, and the placement tests' probes, take these)."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    reservation = reserve(cfg)
+    seat = reservation.plan.seat(role, index)
+    strategy = PlacementGroupSchedulingStrategy(
+        placement_group=reservation.groups[seat.group], placement_group_bundle_index=seat.bundle
+    )
+    return {"num_cpus": seat.num_cpus, "num_gpus": seat.num_gpus, "scheduling_strategy": strategy}
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A plan's placement groups, ready, and the cores each CPU actor is pinned to."""
+
+    plan: PlacementPlan
+    groups: dict[Role, Any]
+    rollout_cores: list[int | None]
+    learner_cores: list[tuple[int, ...] | None]
+
+
+_RESERVED: dict[tuple[str, PlacementPlan], Reservation] = {}
+"""Reservations of this driver, by Ray job and plan: an actor replaced later (a dead
+worker, a restored learner) takes the same seat; systems with one shape share them."""
+
+
+def reserve(cfg: Config) -> Reservation:
+    """The placement groups `cfg` asks for, created and ready (once per Ray job and
+    plan). Fails in one line, before any actor starts, when the cluster cannot hold
+    them (PlacementError), or when they are not ready within ray.placement_timeout_s."""
+    import ray
+
+    wanted = plan(cfg)
+    key = (ray.get_runtime_context().get_job_id(), wanted)
+    if key not in _RESERVED:
+        alive = [n for n in ray.nodes() if n["Alive"]]
+        missing = shortfall(wanted, ray.cluster_resources(), [n["Resources"] for n in alive])
+        if missing:
+            raise PlacementError(f"placement: {missing}")
+        groups = _placement_groups(wanted, cfg.ray.placement_timeout_s)
+        nodes = {g: _bundle_nodes(pg) for g, pg in groups.items()}
+        node_cores = {n["NodeID"]: int(n["Resources"].get("CPU", 1)) for n in alive}
+        rollout_cores, learner_cores = pinned_cores(
+            cfg,
+            [nodes[s.group][s.bundle] for s in wanted.rollout],
+            [nodes[s.group][s.bundle] for s in wanted.learner],
+            node_cores,
+        )
+        _RESERVED[key] = Reservation(wanted, groups, rollout_cores, learner_cores)
+    return _RESERVED[key]
+
+
+def _placement_groups(wanted: PlacementPlan, timeout_s: float) -> dict[Role, Any]:
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    groups: dict[Role, Any] = {}
+    for group in wanted.groups:
+        bundles = [b.resources() for b in group.bundles]
+        groups[group.name] = placement_group(bundles, strategy=group.strategy)
+        try:
+            ray.get(groups[group.name].ready(), timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError as exc:
+            for created in groups.values():
+                remove_placement_group(created)
+            raise PlacementError(
+                f"placement: {group.label} not placed after {timeout_s:.0f}s "
+                f"(ray.placement_timeout_s) waiting for bundles {bundles} ({group.strategy}); "
+                "the cluster has them in total, so other actors or jobs hold them"
+            ) from exc
+    return groups
+
+
+def _bundle_nodes(group: Any) -> dict[int, str]:
+    from ray.util.placement_group import placement_group_table
+
+    return {int(i): n for i, n in placement_group_table(group)["bundles_to_node_id"].items()}
 
 
 def kill(actor: Any) -> None:
@@ -112,18 +204,3 @@ def kill(actor: Any) -> None:
 
 def worker_id(index: int) -> str:
     return f"rollout-{index}"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _core_for(worker_index: int) -> int | None:
-    """The CPU core worker `worker_index`'s engine is pinned to (None on a GPU host)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return None
-    return worker_index % (os.cpu_count() or 1)

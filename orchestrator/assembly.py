@@ -17,7 +17,7 @@ from core.records import EngineStats
 from core.types import Group
 from orchestrator.balancer import Balancer, Observation
 from orchestrator.buffer import ReplayBuffer
-from orchestrator.checkpoint import ControllerState, save_run
+from orchestrator.checkpoint import ControllerState, checkpoint_root, save_run
 from orchestrator.ledger import Audit, Ledger
 from orchestrator.producer import Producer, staleness_bound
 from orchestrator.summaries import StepClock, TrainedRecord, batch_metrics, fleet_metrics
@@ -106,7 +106,7 @@ class Run:
         state = self.state
         return await save_run(
             self.system.learner,
-            self.cfg.logger.run_dir,
+            checkpoint_root(self.cfg),
             state.step,
             state.version,
             self.producer,

@@ -1,13 +1,17 @@
 """Run checkpoints: everything a stopped run needs to continue where it was.
 
-    <run_dir>/checkpoints/step-<n>/learner/        DeepSpeed checkpoint of every rank
-                                                   (weights, optimizer, LR schedule,
-                                                   policy version, RNG states)
-    <run_dir>/checkpoints/step-<n>/controller.pkl  next step, version, task-seed position,
-                                                   seeds of groups still in flight,
-                                                   the ids issued, the replay buffer
-                                                   and the ledger
-    <run_dir>/checkpoints/latest                   the newest complete checkpoint's name
+Under the checkpoint root (`checkpoint_root`: trainer.checkpoint_dir, else
+<run_dir>/checkpoints):
+
+    <root>/step-<n>/learner/        DeepSpeed checkpoint of every rank (weights,
+                                    optimizer, LR schedule, policy version, RNG states)
+    <root>/step-<n>/controller.pkl  next step, version, task-seed position, seeds of
+                                    groups still in flight, the ids issued, the replay
+                                    buffer and the ledger
+    <root>/latest                   the newest complete checkpoint's name
+
+Every learner rank writes its own part under step-<n>/learner, so on a cluster the
+root must be storage every learner node mounts at the same path.
 
 `latest` is written last (atomically), so a run killed while checkpointing
 resumes from the previous one. Groups in flight at a checkpoint are not lost:
@@ -22,7 +26,10 @@ import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +55,12 @@ class ControllerState:
 
 
 async def save_run(
-    learner: Any, run_dir: str, step: int, version: int, producer: Any, buffer: Any, ledger: Any
+    learner: Any, root: Path, step: int, version: int, producer: Any, buffer: Any, ledger: Any
 ) -> dict[str, float]:
-    """Save the learner and the controller's state after step `step` (0-based)."""
+    """Save the learner and the controller's state after step `step` (0-based) under
+    the checkpoint root `root`."""
     started = time.perf_counter()
-    directory = step_dir(run_dir, step + 1)
+    directory = step_dir(root, step + 1)
     await learner.save_checkpoint(directory)
     state = ControllerState(
         next_step=step + 1,
@@ -62,17 +70,25 @@ async def save_run(
         **producer.saved_state(),
     )
     write_controller_state(directory, state)
-    mark_latest(run_dir, directory)
+    mark_latest(root, directory)
     log.info("checkpoint after step %d: %s", step, directory)
     return {"checkpoint/s": time.perf_counter() - started}
 
 
+def checkpoint_root(cfg: Config) -> Path:
+    """Where the run's checkpoints go: trainer.checkpoint_dir, else <run_dir>/checkpoints."""
+    if cfg.trainer.checkpoint_dir:
+        return Path(cfg.trainer.checkpoint_dir)
+    return checkpoints_dir(cfg.logger.run_dir)
+
+
 def checkpoints_dir(run_dir: str | Path) -> Path:
+    """The default checkpoint root of a run directory."""
     return Path(run_dir) / "checkpoints"
 
 
-def step_dir(run_dir: str | Path, step: int) -> Path:
-    return checkpoints_dir(run_dir) / f"step-{step}"
+def step_dir(root: str | Path, step: int) -> Path:
+    return Path(root) / f"step-{step}"
 
 
 def write_controller_state(directory: Path, state: ControllerState) -> None:
@@ -80,16 +96,16 @@ def write_controller_state(directory: Path, state: ControllerState) -> None:
     _atomic_write(directory / "controller.pkl", pickle.dumps(state))
 
 
-def mark_latest(run_dir: str | Path, directory: Path) -> None:
-    _atomic_write(checkpoints_dir(run_dir) / LATEST, directory.name.encode())
+def mark_latest(root: str | Path, directory: Path) -> None:
+    _atomic_write(Path(root) / LATEST, directory.name.encode())
 
 
-def latest(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint of the run, or None."""
-    marker = checkpoints_dir(run_dir) / LATEST
+def latest(root: str | Path) -> Path | None:
+    """The newest complete checkpoint under the checkpoint root `root`, or None."""
+    marker = Path(root) / LATEST
     if not marker.exists():
         return None
-    return checkpoints_dir(run_dir) / marker.read_text().strip()
+    return Path(root) / marker.read_text().strip()
 
 
 def read_controller_state(directory: Path) -> ControllerState:

@@ -23,10 +23,14 @@ from core.shm import WeightSnapshot
 from core.types import Batch
 from core.waits import bounded
 from orchestrator import actors
-from orchestrator.checkpoint import LEARNER_TAG, latest
+from orchestrator.checkpoint import LEARNER_TAG, checkpoint_root, latest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class CheckpointUnreachable(RuntimeError):
+    """A learner rank's node cannot see the checkpoint directory (not shared storage)."""
 
 
 @dataclass
@@ -38,11 +42,17 @@ class LearnerGroup:
 
     @classmethod
     async def start(cls, cfg: Config, model_path: str) -> LearnerGroup:
+        """Ranks in their placement seats, meeting at rank 0's node address."""
         group = cls(cfg, actors.learner_ranks(cfg, model_path))
-        await bounded(
-            asyncio.gather(*[r.ready.remote() for r in group.ranks]),
+        address = await bounded(
+            group.ranks[0].rendezvous.remote(),
             cfg.learner.startup_timeout_s,
-            f"{len(group.ranks)} DeepSpeed learner rank(s) to start",
+            "learner rank 0 to report its node address and a free port",
+        )
+        await bounded(
+            asyncio.gather(*[r.start.remote(*address) for r in group.ranks]),
+            cfg.learner.startup_timeout_s,
+            f"{len(group.ranks)} DeepSpeed learner rank(s) to start at {address[0]}:{address[1]}",
         )
         return group
 
@@ -66,16 +76,29 @@ class LearnerGroup:
         await self._rank0(calls, f"learner checkpoint {tag}")
 
     async def load_checkpoint(self, directory: str, tag: str) -> int:
+        await self.check_sees(directory)
         calls = [r.load_checkpoint.remote(directory, tag) for r in self.ranks]
         return await self._rank0(calls, f"learner to load checkpoint {tag}")
+
+    async def check_sees(self, directory: str) -> None:
+        """Refuse, in one line, a checkpoint directory some rank's node cannot see."""
+        seen = await self._all([r.sees.remote(directory) for r in self.ranks], "ranks to look")
+        blind = [rank for rank, sees in enumerate(seen) if not sees]
+        if blind:
+            raise CheckpointUnreachable(
+                f"learner rank(s) {blind} cannot see the checkpoint {directory} from their "
+                "node: trainer.checkpoint_dir must be storage every learner node mounts"
+            )
 
     def kill(self) -> None:
         for rank in self.ranks:
             actors.kill(rank)
 
     async def _rank0(self, calls: list[Any], what: str) -> Any:
-        results = await bounded(asyncio.gather(*calls), self.cfg.learner.step_timeout_s, what)
-        return results[0]
+        return (await self._all(calls, what))[0]
+
+    async def _all(self, calls: list[Any], what: str) -> list[Any]:
+        return await bounded(asyncio.gather(*calls), self.cfg.learner.step_timeout_s, what)
 
 
 @dataclass
@@ -125,7 +148,7 @@ class Learner:
         self.group.kill()
         self.group = await LearnerGroup.start(self.cfg, self.model_path)
         self.restarts += 1
-        checkpoint = latest(self.cfg.logger.run_dir)
+        checkpoint = latest(checkpoint_root(self.cfg))
         if checkpoint is None:
             log.error("learner restarted from the initial policy: no checkpoint yet")
             return

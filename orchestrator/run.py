@@ -20,7 +20,12 @@ from bootstrap.policy import export_tokenizer
 from core.config import Config, ConfigError
 from core.metrics import MetricsLogger
 from orchestrator.assembly import RunState
-from orchestrator.checkpoint import ControllerState, latest, read_controller_state
+from orchestrator.checkpoint import (
+    ControllerState,
+    checkpoint_root,
+    latest,
+    read_controller_state,
+)
 from orchestrator.controller import train
 from orchestrator.preflight import preflight
 from orchestrator.system import System
@@ -94,11 +99,12 @@ class Clock:
 def resume_point(cfg: Config) -> Path | None:
     if not cfg.trainer.resume:
         return None
-    directory = latest(cfg.logger.run_dir)
+    directory = latest(checkpoint_root(cfg))
     if directory is None:
         raise ConfigError(
-            f"trainer.resume=true but {cfg.logger.run_dir} has no checkpoint; pass the "
-            "stopped run's directory: hydra.run.dir=runs/<date>/<time>"
+            f"trainer.resume=true but {checkpoint_root(cfg)} has no checkpoint; pass the "
+            "stopped run's directory: hydra.run.dir=runs/<date>/<time> (or its "
+            "trainer.checkpoint_dir)"
         )
     return directory
 

@@ -2,8 +2,10 @@
 
 `learner` (orchestrator.learners) owns the DeepSpeed ranks; `fleet`
 (orchestrator.fleet) owns the rollout workers and env pools. Both come up at
-once (the learner's start overlaps the vLLM engines'); shutdown stops the fleet,
-the learner, and removes the run's weight snapshots.
+once (the learner's start overlaps the vLLM engines), in the seats of the run's
+placement (orchestrator.actors), and the start-up log shows where each actor
+landed (the placement table); shutdown stops the fleet, the learner, and removes
+the run's weight snapshots.
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.config import Config
+from core.records import Placement
 from core.shm import DEFAULT_ROOT
+from core.waits import bounded
 from orchestrator import actors
+from orchestrator.checkpoint import checkpoint_root
 from orchestrator.fleet import Fleet
 from orchestrator.learners import Learner
+from orchestrator.placement import table
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,7 @@ class System:
     @classmethod
     async def start(cls, cfg: Config, model_path: str) -> System:
         actors.start_ray(cfg)
+        actors.reserve(cfg)  # an impossible placement fails here, before any actor starts
         run_id = f"{Path(cfg.logger.run_dir).name}-{os.getpid()}"
         weights_dir = Path(DEFAULT_ROOT) / "asyncrl" / run_id
         started = time.perf_counter()
@@ -45,7 +52,25 @@ class System:
         fleet = await Fleet.start(cfg, model_path)
         learner = await learner_starting
         log.info("learner and rollout workers up in %.0fs", time.perf_counter() - started)
-        return cls(cfg, model_path, learner, fleet, weights_dir)
+        system = cls(cfg, model_path, learner, fleet, weights_dir)
+        log.info("placement (%s):\n%s", cfg.placement, table(await system.placements()))
+        log.info(
+            "checkpoints: %s (every learner node must reach it at this path)",
+            checkpoint_root(cfg),
+        )
+        return system
+
+    async def placements(self) -> list[tuple[str, str, Placement]]:
+        """Where each actor runs, as it reports it: (role, actor, placement) rows."""
+        named = [("learner", f"rank-{i}", r) for i, r in enumerate(self.learner.group.ranks)]
+        named += [("rollout", w, h) for w, h in self.fleet.workers.items()]
+        named += [("env", f"pool-{i}", p) for i, p in enumerate(self.fleet.pools)]
+        where = await bounded(
+            asyncio.gather(*[handle.placement.remote() for *_, handle in named]),
+            self.cfg.ray.call_timeout_s,
+            "every actor to report its placement",
+        )
+        return [(role, name, w) for (role, name, _), w in zip(named, where, strict=True)]
 
     async def shutdown(self) -> None:
         await self.fleet.shutdown()

@@ -58,6 +58,7 @@ def vllm_args(model_path: str, cfg: RolloutConfig, dtype: str, seed: int) -> dic
         max_num_seqs=cfg.max_num_seqs,
         gpu_memory_utilization=cfg.gpu_memory_utilization,
         enforce_eager=cfg.enforce_eager,
+        tensor_parallel_size=max(1, cfg.gpus_per_worker),  # a worker's GPUs: one TP group
         seed=seed,
         # Behavior logprobs must be those of the distribution actually sampled
         # (after temperature), which is what the learner recomputes.

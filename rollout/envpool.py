@@ -24,7 +24,7 @@ from typing import Any
 
 from core.chat import ChatCodec
 from core.config import EnvConfig, RolloutConfig
-from core.records import GroupSpec, PoolStats
+from core.records import GroupSpec, Placement, PoolStats
 from core.types import Group, Status, Trajectory
 from envs import make_env
 from rollout.agent import EpisodeSpec, Served, run_episode
@@ -66,6 +66,9 @@ class EnvPool:
         episodes = [self._episode(spec, index) for index in range(spec.size)]
         trajectories = await asyncio.gather(*episodes)
         return Group(spec.group_id, self.env_cfg.id, spec.task_seed, list(trajectories))
+
+    def placement(self) -> Placement:
+        return Placement.here()
 
     def stats(self) -> PoolStats:
         return PoolStats(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from core.config import RolloutConfig
-from core.records import EngineStats, SyncResult, WorkerHealth
+from core.records import EngineStats, Placement, SyncResult, WorkerHealth
 from core.shm import WeightSnapshot
 from rollout.engine import Engine, Generation, SamplingSpec
 from rollout.engine_args import check_supported
@@ -27,8 +27,9 @@ class RolloutWorker:
     ):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-        if core is not None:
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = str(core)
+        self.core = _on_this_machine(core)
+        if self.core is not None:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = str(self.core)
         check_supported(cfg.return_routed_experts)
         self.worker_id = worker_id
         self.sync_draft = cfg.speculative.sync_draft
@@ -58,8 +59,21 @@ class RolloutWorker:
     def stats(self) -> EngineStats:
         return self.engine.snapshot_stats(self.worker_id)
 
+    def placement(self) -> Placement:
+        """Where this worker runs; its cores are its engine's when it is bound to one."""
+        return Placement.here(None if self.core is None else (self.core,))
+
     def health(self) -> WorkerHealth:
         return WorkerHealth(self.worker_id, self.engine.version, os.getpid())
 
     def shutdown(self) -> None:
         self.engine.shutdown()
+
+
+def _on_this_machine(core: int | None) -> int | None:
+    """`core` (from the placement, which counts Ray's logical CPUs) as one of the cores
+    this process may run on: the plan's core modulo those."""
+    if core is None:
+        return None
+    usable = sorted(os.sched_getaffinity(0))
+    return core if core in usable else usable[core % len(usable)]

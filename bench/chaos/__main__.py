@@ -49,7 +49,7 @@ DEFAULT_OVERRIDES = [
 def prune_checkpoints(run_dir: str) -> None:
     """Keep only the newest checkpoint: the others served the restores during the
     run (every few steps, ~13 MB each for the tiny model)."""
-    keep = latest(run_dir)
+    keep = latest(checkpoints_dir(run_dir))
     for directory in checkpoints_dir(run_dir).glob("step-*"):
         if keep is None or directory.name != keep.name:
             shutil.rmtree(directory, ignore_errors=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.chaos.schedule import ChaosConfig, plan
 from core.waits import bounded
-from orchestrator.checkpoint import latest
+from orchestrator.checkpoint import checkpoints_dir, latest
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class ChaosDriver:
         # policy; wait (bounded) for one so the kill exercises the restore.
         try:
             await bounded(
-                _until(lambda: latest(self.run_dir) is not None),
+                _until(lambda: latest(checkpoints_dir(self.run_dir)) is not None),
                 self.cfg.recovery_timeout_s,
                 "a first checkpoint",
             )
@@ -131,7 +131,8 @@ class ChaosDriver:
             if system.learner.restarts <= restarts:
                 return False
             if "version" not in seen:
-                seen["version"], seen["checkpoint"] = system.fleet.version, latest(self.run_dir)
+                checkpoint = latest(checkpoints_dir(self.run_dir))
+                seen["version"], seen["checkpoint"] = system.fleet.version, checkpoint
             return system.fleet.version >= seen["version"] + 2
 
         async def how() -> str:

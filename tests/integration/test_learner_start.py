@@ -26,7 +26,8 @@ with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
 cfg = Config()
-worker = LearnerWorker(sys.argv[1], cfg.learner, cfg.algo, 1.0, 0, 1, port, 0)
+worker = LearnerWorker(sys.argv[1], cfg.learner, cfg.algo, 1.0, 0, 1, 0)
+worker.start("127.0.0.1", port)  # a lone rank outside Ray meets itself
 print("started rank", worker.ready(), "at version", worker.health()["version"])
 """
 

@@ -9,7 +9,7 @@ import copy
 
 from core.config import LoggerConfig
 from core.metrics import MetricsLogger
-from orchestrator.checkpoint import latest, read_controller_state
+from orchestrator.checkpoint import checkpoint_root, latest, read_controller_state
 from orchestrator.controller import train
 from orchestrator.run import restore
 from tests.integration.test_system import _max_diff, probe_ids  # noqa: F401 - fixture
@@ -32,7 +32,7 @@ def test_checkpoint_then_resume(running_system, probe_ids, event_loop_runner, tm
     cfg.trainer.total_steps = 2
 
     first = run(train(system, cfg, _logger(tmp_path)))
-    directory = latest(tmp_path)
+    directory = latest(checkpoint_root(cfg))
     assert directory is not None and directory.name == "step-2"
     saved = read_controller_state(directory)
     assert (saved.next_step, saved.version) == (2, first.version)

@@ -19,6 +19,7 @@ from core.choices import (
     LossAggregation,
     LrSchedule,
     OffPolicy,
+    PlacementMode,
     Precision,
     RolloutLock,
     SpeculativeMethod,
@@ -41,6 +42,7 @@ CHOICES = {
     "learner.precision": Precision,
     "learner.lr_schedule": LrSchedule,
     "logger.wandb.mode": WandbMode,
+    "placement": PlacementMode,
 }
 
 
