@@ -58,7 +58,6 @@ def vllm_args(model_path: str, cfg: RolloutConfig, dtype: str, seed: int) -> dic
         max_num_seqs=cfg.max_num_seqs,
         gpu_memory_utilization=cfg.gpu_memory_utilization,
         enforce_eager=cfg.enforce_eager,
-        tensor_parallel_size=max(1, cfg.gpus_per_worker),  # a worker's GPUs: one TP group
         seed=seed,
         # Behavior logprobs must be those of the distribution actually sampled
         # (after temperature), which is what the learner recomputes.
@@ -75,4 +74,8 @@ def vllm_args(model_path: str, cfg: RolloutConfig, dtype: str, seed: int) -> dic
         args["per_request_spec_decode_metrics"] = "summary"
     if cfg.return_routed_experts:
         args["enable_return_routed_experts"] = True
+    if cfg.gpus_per_worker > 1:  # the worker's GPUs (one placement bundle) as one TP group
+        # Inside a placement group vLLM would pick its Ray executor and ask Ray for
+        # GPUs the worker already holds (vllm/config/parallel.py:1066-1075).
+        args |= {"tensor_parallel_size": cfg.gpus_per_worker, "distributed_executor_backend": "mp"}
     return args | dict(cfg.engine_args)

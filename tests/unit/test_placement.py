@@ -51,8 +51,9 @@ def test_gpus_per_worker_above_one_is_one_bundle_and_vllm_tensor_parallelism():
     placed = plan(cfg)
     assert placed.group(Role.rollout).bundles == (Bundle(CPU_FLOOR, 4),) * 2
     assert placed.seat(Role.rollout, 1).num_gpus == 4
-    assert vllm_args("/m", cfg.rollout, "bfloat16", seed=0)["tensor_parallel_size"] == 4
-    assert vllm_args("/m", Config().rollout, "float32", seed=0)["tensor_parallel_size"] == 1
+    args = vllm_args("/m", cfg.rollout, "bfloat16", seed=0)
+    assert (args["tensor_parallel_size"], args["distributed_executor_backend"]) == (4, "mp")
+    assert "tensor_parallel_size" not in vllm_args("/m", Config().rollout, "float32", seed=0)
 
 
 def test_colocated_ranks_share_the_rollout_bundles_gpus():
