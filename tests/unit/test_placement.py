@@ -11,7 +11,7 @@ import pytest
 
 from core.config import Config, ConfigError, validate
 from core.records import Placement
-from learner.setup import pin_cores
+from learner.setup import pin_cores, rendezvous_address
 from orchestrator.checkpoint import checkpoint_root
 from orchestrator.placement import (
     CPU_FLOOR,
@@ -175,3 +175,46 @@ def test_the_placement_table_shows_gpus_or_cores():
         "learner  rank-0     10.0.0.2 / abcdef01  GPU 1",
         "rollout  rollout-0  10.0.0.1 / 98765432  cores 0",
     ]
+
+
+def test_rank_zero_offers_its_node_address_and_a_free_port():
+    import socket
+
+    import ray
+
+    address, port = rendezvous_address()
+    assert address == ray.util.get_node_ip_address() and not address.startswith("127.")
+    with socket.socket() as sock:
+        sock.bind((address, port))  # free on this node's address
+
+
+class _Call:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def remote(self, *args):
+        async def run():
+            return self.fn(*args)
+
+        return run()
+
+
+class _Rank:
+    """A learner rank handle: `rendezvous` answers its own node's address."""
+
+    def __init__(self, node: str, started: list):
+        self.rendezvous = _Call(lambda: (node, 4242))
+        self.start = _Call(lambda addr, port: started.append((node, addr, port)))
+
+
+def test_every_rank_starts_at_rank_zeros_address(monkeypatch):
+    import asyncio
+
+    from orchestrator import actors
+    from orchestrator.learners import LearnerGroup
+
+    started: list = []
+    ranks = [_Rank("10.0.0.7", started), _Rank("10.0.0.8", started)]
+    monkeypatch.setattr(actors, "learner_ranks", lambda cfg, path: ranks)
+    asyncio.run(LearnerGroup.start(Config(), "/m"))
+    assert started == [("10.0.0.7", "10.0.0.7", 4242), ("10.0.0.8", "10.0.0.7", 4242)]
