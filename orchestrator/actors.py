@@ -165,6 +165,18 @@ def reserve(cfg: Config) -> Reservation:
     return _RESERVED[key]
 
 
+def release(cfg: Config) -> None:
+    """Remove the placement groups `reserve(cfg)` created in this Ray job (a later
+    `reserve` creates them anew)."""
+    import ray
+    from ray.util.placement_group import remove_placement_group
+
+    key = (ray.get_runtime_context().get_job_id(), plan(cfg))
+    reservation = _RESERVED.pop(key, None)
+    for group in reservation.groups.values() if reservation else ():
+        remove_placement_group(group)
+
+
 def _placement_groups(wanted: PlacementPlan, timeout_s: float) -> dict[Role, Any]:
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group

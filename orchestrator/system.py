@@ -53,7 +53,9 @@ class System:
         learner = await learner_starting
         log.info("learner and rollout workers up in %.0fs", time.perf_counter() - started)
         system = cls(cfg, model_path, learner, fleet, weights_dir)
-        log.info("placement (%s):\n%s", cfg.placement, table(await system.placements()))
+        rows = table(await system.placements()).splitlines()
+        for row in [f"placement={cfg.placement}", *rows]:
+            log.info("%s", row)  # one record per row: every console line says whose it is
         log.info(
             "checkpoints: %s (every learner node must reach it at this path)",
             checkpoint_root(cfg),
