@@ -44,19 +44,14 @@ def snapshot_update_info(snapshot: Any) -> dict[str, Any]:
     }
 
 
-def _engine_class() -> type:
+def _info_classes() -> tuple[type, type]:
+    """The init and update infos of the asyncrl_shm backend (vLLM's base classes)."""
     from vllm.distributed.weight_transfer.base import (
-        WeightTransferEngine,
         WeightTransferInitInfo,
         WeightTransferUpdateInfo,
     )
-    from vllm.model_executor.model_loader.reload import (
-        finalize_layerwise_reload,
-        initialize_layerwise_reload,
-    )
 
-    from core.shm import TensorEntry, WeightSnapshot, read_snapshot
-    from rollout.loaded_weights import LoadedChecksums
+    from core.shm import TensorEntry, WeightSnapshot
 
     @dataclass
     class SharedMemoryInitInfo(WeightTransferInitInfo):
@@ -75,6 +70,27 @@ def _engine_class() -> type:
                 for name, dtype, shape, offset, nbytes in self.entries
             )
             return WeightSnapshot(self.version, self.path, entries, self.total_bytes)
+
+    return SharedMemoryInitInfo, SharedMemoryUpdateInfo
+
+
+def _confirmation(version: int | None, checksums: Any) -> dict[str, Any]:
+    """What an update leaves for WorkerInspection to report: the version and the
+    checksums of what the model holds (rollout.loaded_weights.LoadedChecksums)."""
+    return {"version": version, "checksums": checksums.result(), "seconds": checksums.seconds}
+
+
+def _engine_class() -> type:
+    from vllm.distributed.weight_transfer.base import WeightTransferEngine
+    from vllm.model_executor.model_loader.reload import (
+        finalize_layerwise_reload,
+        initialize_layerwise_reload,
+    )
+
+    from core.shm import read_snapshot
+    from rollout.loaded_weights import LoadedChecksums
+
+    SharedMemoryInitInfo, SharedMemoryUpdateInfo = _info_classes()  # noqa: N806 - classes
 
     class SharedMemoryWeightTransferEngine(WeightTransferEngine):
         init_info_cls = SharedMemoryInitInfo
@@ -98,12 +114,7 @@ def _engine_class() -> type:
             with self._checksums.capturing() if self._checksums else nullcontext():
                 finalize_layerwise_reload(self.model, self.model_config)
             if self._checksums is not None:
-                checksums = self._checksums.result()
-                self.confirmation = {
-                    "version": self._version,
-                    "checksums": checksums,
-                    "seconds": self._checksums.seconds,
-                }
+                self.confirmation = _confirmation(self._version, self._checksums)
 
         def update_weights(self, update_info: dict[str, Any]) -> None:
             # The base class synchronises an accelerator; a CPU engine has none.
