@@ -19,6 +19,7 @@ from orchestrator.placement import (
     PlacementError,
     PlacementPlan,
     Role,
+    off_learner_node,
     pinned_cores,
     plan,
     shortfall,
@@ -132,6 +133,8 @@ class Reservation:
     groups: dict[Role, Any]
     rollout_cores: list[int | None]
     learner_cores: list[tuple[int, ...] | None]
+    rollout_nodes: list[str]
+    learner_nodes: list[str]
 
 
 _RESERVED: dict[tuple[str, PlacementPlan], Reservation] = {}
@@ -155,14 +158,26 @@ def reserve(cfg: Config) -> Reservation:
         groups = _placement_groups(wanted, cfg.ray.placement_timeout_s)
         nodes = {g: _bundle_nodes(pg) for g, pg in groups.items()}
         node_cores = {n["NodeID"]: int(n["Resources"].get("CPU", 1)) for n in alive}
-        rollout_cores, learner_cores = pinned_cores(
-            cfg,
-            [nodes[s.group][s.bundle] for s in wanted.rollout],
-            [nodes[s.group][s.bundle] for s in wanted.learner],
-            node_cores,
+        rollout_nodes = [nodes[s.group][s.bundle] for s in wanted.rollout]
+        learner_nodes = [nodes[s.group][s.bundle] for s in wanted.learner]
+        rollout_cores, learner_cores = pinned_cores(cfg, rollout_nodes, learner_nodes, node_cores)
+        _RESERVED[key] = Reservation(
+            wanted, groups, rollout_cores, learner_cores, rollout_nodes, learner_nodes
         )
-        _RESERVED[key] = Reservation(wanted, groups, rollout_cores, learner_cores)
     return _RESERVED[key]
+
+
+def check_weight_reach(reservation: Reservation) -> None:
+    """Refuse, in one line, rollout workers placed off the learner's node: weights
+    travel as a shared-memory file there (a cross-node transport is not built yet)."""
+    away = off_learner_node(reservation.rollout_nodes, reservation.learner_nodes)
+    if away:
+        raise PlacementError(
+            f"placement: rollout worker(s) {', '.join(worker_id(i) for i in away)} landed "
+            "on another node than learner rank 0, but weights reach workers only through "
+            "shared memory on the learner's node (no cross-node transport yet): give the "
+            "learner's node room for every rollout worker"
+        )
 
 
 def release(cfg: Config) -> None:

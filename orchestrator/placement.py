@@ -231,3 +231,10 @@ def table(rows: list[tuple[str, str, Placement]]) -> str:
 
 def _cores(cores: tuple[int, ...]) -> str:
     return f"cores {','.join(str(c) for c in cores)}" if cores else "cores ?"
+
+
+def off_learner_node(rollout_nodes: list[str], learner_nodes: list[str]) -> list[int]:
+    """Indices of the rollout workers whose node is not learner rank 0's."""
+    if not learner_nodes:
+        return []
+    return [i for i, node in enumerate(rollout_nodes) if node != learner_nodes[0]]

@@ -44,7 +44,9 @@ class System:
     @classmethod
     async def start(cls, cfg: Config, model_path: str) -> System:
         actors.start_ray(cfg)
-        actors.reserve(cfg)  # an impossible placement fails here, before any actor starts
+        # An impossible placement, or one the weights cannot reach, fails here, before
+        # any actor starts.
+        actors.check_weight_reach(actors.reserve(cfg))
         run_id = f"{Path(cfg.logger.run_dir).name}-{os.getpid()}"
         weights_dir = Path(DEFAULT_ROOT) / "asyncrl" / run_id
         started = time.perf_counter()

@@ -61,6 +61,15 @@ def refusal(cfg: Config) -> str:
     return "reserved"
 
 
+def weight_reach(cfg: Config) -> str:
+    """What a System would say of this reservation before starting any actor."""
+    try:
+        actors.check_weight_reach(actors.reserve(cfg))
+    except PlacementError as exc:
+        return str(exc)
+    return "reachable"
+
+
 def main() -> None:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     for _ in range(2):
@@ -70,6 +79,7 @@ def main() -> None:
     try:
         split, colocated = config(2, 1), config(2, 2, "colocated")
         report: dict[str, Any] = {"split": probe(split)}
+        report["weight_reach"] = weight_reach(split)
         actors.release(split)
         report["colocated"] = probe(colocated)
         report["too_many"] = refusal(config(2, 1, gpus=2))  # 5 GPUs asked of 4

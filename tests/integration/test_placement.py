@@ -74,3 +74,10 @@ def test_resources_held_elsewhere_fail_after_the_placement_timeout_naming_the_gr
     line = seen["held"]
     assert "\n" not in line
     assert line.startswith("placement: learner (1 ranks x 1 GPU) not placed after 2s")
+
+
+def test_workers_the_shared_memory_weights_cannot_reach_are_refused_in_one_line(seen):
+    # split put the rollout workers and the learner on different nodes (asserted above)
+    line = seen["weight_reach"]
+    assert "\n" not in line and line.startswith("placement: rollout worker(s) rollout-")
+    assert "shared memory" in line

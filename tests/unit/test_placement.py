@@ -18,6 +18,7 @@ from orchestrator.placement import (
     Bundle,
     Role,
     Seat,
+    off_learner_node,
     pinned_cores,
     plan,
     shortfall,
@@ -218,3 +219,9 @@ def test_every_rank_starts_at_rank_zeros_address(monkeypatch):
     monkeypatch.setattr(actors, "learner_ranks", lambda cfg, path: ranks)
     asyncio.run(LearnerGroup.start(Config(), "/m"))
     assert started == [("10.0.0.7", "10.0.0.7", 4242), ("10.0.0.8", "10.0.0.7", 4242)]
+
+
+def test_workers_off_the_learner_node_are_named():
+    assert off_learner_node(["a", "a"], ["a"]) == []
+    assert off_learner_node(["a", "b", "c"], ["a", "b"]) == [1, 2]
+    assert off_learner_node(["a"], []) == []
