@@ -185,6 +185,14 @@ def _turned(i: int, turn_lengths: list[int], reward: float) -> Trajectory:
     return t
 
 
+def test_overlong_penalty_scales_the_reward_lost_at_the_limit():
+    at_limit = _turned(0, [10], 1.0)
+    full = AlgoConfig(name="dapo", overlong_buffer=4, overlong_max_tokens=10)
+    half = AlgoConfig(name="dapo", overlong_buffer=4, overlong_max_tokens=10, overlong_penalty=0.5)
+    assert make_algorithm(full).shaped_reward(at_limit) == pytest.approx(0.0)
+    assert make_algorithm(half).shaped_reward(at_limit) == pytest.approx(0.5)
+
+
 def test_overlong_shaping_moves_the_advantages_of_long_turns():
     group = Group("g", "e", 0, [_turned(0, [3], 1.0), _turned(1, [10], 1.0)])
     plain = collect_samples(Batch([group], 0), make_algorithm(AlgoConfig()))
