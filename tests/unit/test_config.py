@@ -12,37 +12,24 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from core.choices import (
-    AdvantageStd,
-    AlgorithmName,
-    Choice,
-    LossAggregation,
-    LrSchedule,
-    OffPolicy,
-    PlacementMode,
-    Precision,
-    RolloutLock,
-    SpeculativeMethod,
-    TrainerMode,
-    WandbMode,
-)
+from core import choices
 from core.compose import CONF_DIR as CONF
 from core.compose import compose
 from core.config import Config, ConfigError, validate
 from orchestrator.cli import check_overrides
 
 CHOICES = {
-    "rollout.lock": RolloutLock,
-    "rollout.speculative.method": SpeculativeMethod,
-    "trainer.mode": TrainerMode,
-    "algo.name": AlgorithmName,
-    "algo.off_policy": OffPolicy,
-    "algo.loss_agg": LossAggregation,
-    "algo.adv_std": AdvantageStd,
-    "learner.precision": Precision,
-    "learner.lr_schedule": LrSchedule,
-    "logger.wandb.mode": WandbMode,
-    "placement": PlacementMode,
+    "rollout.lock": choices.RolloutLock,
+    "rollout.speculative.method": choices.SpeculativeMethod,
+    "trainer.mode": choices.TrainerMode,
+    "algo.name": choices.AlgorithmName,
+    "algo.off_policy": choices.OffPolicy,
+    "algo.loss_agg": choices.LossAggregation,
+    "algo.adv_std": choices.AdvantageStd,
+    "learner.precision": choices.Precision,
+    "learner.lr_schedule": choices.LrSchedule,
+    "logger.wandb.mode": choices.WandbMode,
+    "placement": choices.PlacementMode,
 }
 
 
@@ -71,7 +58,7 @@ def _choice_fields(schema: type, prefix: str = "") -> dict[str, type]:
         kind = kind or hints[field.name]
         if dataclasses.is_dataclass(kind):
             fields |= _choice_fields(kind, f"{prefix}{field.name}.")
-        elif isinstance(kind, type) and issubclass(kind, Choice):
+        elif isinstance(kind, type) and issubclass(kind, choices.Choice):
             fields[f"{prefix}{field.name}"] = kind
     return fields
 
@@ -82,7 +69,7 @@ def test_every_choice_field_of_the_schema_is_tested_here():
 
 def test_every_choice_is_named_by_its_value():
     """OmegaConf finds a member by its name (omegaconf/nodes.py:487-491)."""
-    for choice in Choice.__subclasses__():
+    for choice in choices.Choice.__subclasses__():
         assert [m.name for m in choice] == [m.value for m in choice], choice
 
 
