@@ -61,33 +61,9 @@ def _shape(hidden: int, mlp: int, layers: int, heads: int, kv_heads: int, head_d
 
 
 SIZES = {
-    # the default tiny policy's shape (~4 MB in fp32)
-    "small": TinyModelConfig(
-        hidden_size=128,
-        intermediate_size=384,
-        num_layers=4,
-        num_heads=4,
-        num_kv_heads=2,
-        head_dim=32,
-    ),
-    # ~10x the bytes (~43 MB)
-    "medium": TinyModelConfig(
-        hidden_size=384,
-        intermediate_size=1152,
-        num_layers=6,
-        num_heads=6,
-        num_kv_heads=2,
-        head_dim=64,
-    ),
-    # ~100x the bytes (~390 MB): still starts in well under a minute here
-    "large": TinyModelConfig(
-        hidden_size=1024,
-        intermediate_size=3072,
-        num_layers=8,
-        num_heads=16,
-        num_kv_heads=4,
-        head_dim=64,
-    ),
+    "small": _shape(128, 384, 4, 4, 2, 32),  # the default tiny policy's shape (~4 MB in fp32)
+    "medium": _shape(384, 1152, 6, 6, 2, 64),  # ~10x the bytes (~43 MB)
+    "large": _shape(1024, 3072, 8, 16, 4, 64),  # ~100x (~390 MB): starts in under a minute
 }
 MAX_MODEL_LEN = 2048
 PROMPT = list(range(10, 26))
