@@ -31,6 +31,14 @@ class RolloutLock(Choice):
     none = "none"
 
 
+class WeightTransport(Choice):
+    """`rollout.weight_transport`: how a weight version reaches a rollout worker."""
+
+    auto = "auto"
+    shm = "shm"
+    object_store = "object_store"
+
+
 class SpeculativeMethod(Choice):
     """`rollout.speculative.method`."""
 

@@ -25,6 +25,7 @@ from core.choices import (
     SpeculativeMethod,
     TrainerMode,
     WandbMode,
+    WeightTransport,
 )
 from core.compose import ConfigError as ConfigError  # re-exported: its users import it here
 from core.compose import validate as validate
@@ -139,6 +140,13 @@ class RolloutConfig:
     generate_timeout_s: float = 120.0
     """One turn's generation; past it the request is aborted and the trajectory too."""
     sync_timeout_s: float = 120.0
+    weight_transport: WeightTransport = WeightTransport.auto
+    """How each version reaches a worker (core.transports): `shm`, the learner's
+    snapshot file in shared memory, read in place (workers on learner rank 0's node
+    only; refused at start-up otherwise); `object_store`, the snapshot's bytes through
+    Ray's object store to the worker's node, then a node-local shared-memory file
+    (any node); `auto`, shm on rank 0's node, object_store elsewhere. (CUDA IPC and
+    NCCL are not built yet.)"""
     engine_args: dict[str, Any] = field(default_factory=dict)
     """Passed through to vLLM's AsyncEngineArgs (overrides the fields above)."""
 
@@ -358,6 +366,12 @@ class RayConfig:
     placement_timeout_s: float = 120.0
     """How long reserving a role's placement group may wait for its resources (held
     by other actors or jobs, or a node still joining) before the run stops, naming it."""
+    rollout_resources: dict[str, float] = field(default_factory=dict)
+    """Extra Ray resources each rollout worker's bundle reserves: a custom resource
+    the nodes meant for rollout declare (`ray start --resources='{"rollout": 8}'`)
+    keeps workers there."""
+    learner_resources: dict[str, float] = field(default_factory=dict)
+    """The same for each learner rank's bundle."""
 
 
 @dataclass

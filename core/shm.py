@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from core.digest import bytes_checksum, combine
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 ALIGN = 64
@@ -46,6 +47,9 @@ class WeightSnapshot:
     path: str
     entries: tuple[TensorEntry, ...]
     total_bytes: int
+    node_id: str = ""
+    """The Ray node whose shared memory holds `path` ("" when written outside Ray):
+    core.transports decides from it whether a worker may read the file in place."""
 
     @property
     def digest(self) -> str:
@@ -99,6 +103,32 @@ def read_snapshot(snapshot: WeightSnapshot) -> Iterator[tuple[str, torch.Tensor]
         dtype = getattr(torch, entry.dtype)
         raw = flat[entry.offset : entry.offset + entry.nbytes]
         yield entry.name, raw.view(dtype).reshape(entry.shape)
+
+
+def snapshot_bytes(snapshot: WeightSnapshot) -> np.ndarray:
+    """The snapshot file's bytes as a uint8 array over a read-only mapping (what the
+    object-store transport ships to other nodes: Ray copies the array's buffer into
+    its object store once, without a pickle of the bytes)."""
+    import numpy as np
+
+    if snapshot.total_bytes == 0:
+        return np.zeros(0, dtype=np.uint8)
+    mapped = np.memmap(snapshot.path, dtype=np.uint8, mode="r", shape=(snapshot.total_bytes,))
+    return np.asarray(mapped)  # a plain ndarray over the mapping, no copy
+
+
+def stage_snapshot(
+    snapshot: WeightSnapshot, data: np.ndarray, path: str | Path, node_id: str
+) -> WeightSnapshot:
+    """`data` (a snapshot's bytes, from another node) written to `path` in this node's
+    shared memory: the same entries, now readable here."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".partial")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+    return dataclasses.replace(snapshot, path=str(path), node_id=node_id)
 
 
 def remove_snapshot(snapshot: WeightSnapshot) -> None:

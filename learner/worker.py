@@ -16,7 +16,7 @@ from typing import Any
 
 from core.config import AlgoConfig, LearnerConfig
 from core.records import Placement
-from core.shm import WeightSnapshot
+from core.shm import WeightSnapshot, snapshot_bytes
 from core.types import Batch
 
 
@@ -76,7 +76,16 @@ class LearnerWorker:
         return self.trainer.train_step(batch)
 
     def export_weights(self, directory: str, version: int) -> WeightSnapshot | None:
-        return self.trainer.export_weights(directory, version)
+        """The snapshot (rank 0), labelled with the node whose shared memory holds it."""
+        snapshot = self.trainer.export_weights(directory, version)
+        if snapshot is None:
+            return None
+        return dataclasses.replace(snapshot, node_id=Placement.here().node_id)
+
+    def snapshot_payload(self, snapshot: WeightSnapshot) -> Any:
+        """The snapshot's bytes, returned into Ray's object store for workers on other
+        nodes (the caller owns the object: it outlives this rank)."""
+        return snapshot_bytes(snapshot)
 
     def logprobs(self, ids: list[int]) -> list[float]:
         return self.trainer.logprobs(ids)

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from core.choices import WeightTransport
 from core.config import Config, learner_algo
 from orchestrator.placement import (
     PlacementError,
@@ -167,16 +168,16 @@ def reserve(cfg: Config) -> Reservation:
     return _RESERVED[key]
 
 
-def check_weight_reach(reservation: Reservation) -> None:
-    """Refuse, in one line, rollout workers placed off the learner's node: weights
-    travel as a shared-memory file there (a cross-node transport is not built yet)."""
+def check_weight_reach(cfg: Config, reservation: Reservation) -> None:
+    """Refuse, in one line, rollout workers placed off the learner's node when
+    `rollout.weight_transport=shm` (a shared-memory file cannot reach them)."""
     away = off_learner_node(reservation.rollout_nodes, reservation.learner_nodes)
-    if away:
+    if away and cfg.rollout.weight_transport == WeightTransport.shm:
         raise PlacementError(
             f"placement: rollout worker(s) {', '.join(worker_id(i) for i in away)} landed "
-            "on another node than learner rank 0, but weights reach workers only through "
-            "shared memory on the learner's node (no cross-node transport yet): give the "
-            "learner's node room for every rollout worker"
+            "on another node than learner rank 0, but rollout.weight_transport=shm reaches "
+            "only workers on the learner's node: use rollout.weight_transport=auto, or "
+            "give the learner's node room for every rollout worker"
         )
 
 

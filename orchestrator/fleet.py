@@ -12,6 +12,10 @@ Publishing follows `rollout.lock`:
   generating: the env pools stop placing new trajectories on the worker, the fleet
   waits for the ones locked to it (at most `rollout.lock_timeout_s`; those still
   running are then marked lock-broken), the worker loads, re-opens.
+Each worker loads a version by the transport core.transports picks for it: in place
+from shared memory on learner rank 0's node, through Ray's object store on any other
+(the fleet then asks the learner, through `payload_source`, for one object-store
+copy per version, shared by every worker off rank 0's node).
 Every update ends with each worker confirming the version it holds and the
 checksum of each tensor as its engine holds it; the fleet compares them with the
 learner's (core.digest, recorded on the snapshot) and raises WeightMismatch naming
@@ -34,6 +38,7 @@ from typing import Any
 from core.config import Config
 from core.records import EngineStats, PoolStats, SyncResult, WorkerHealth
 from core.shm import WeightSnapshot, remove_snapshot
+from core.transports import SHM, hop
 from core.waits import bounded
 from orchestrator import actors
 
@@ -63,6 +68,13 @@ class Fleet:
     """Held while a version is published or a replacement is loaded, so a
     replacement never misses a version."""
     _publishing: asyncio.Task | None = None
+    nodes: dict[str, str] = field(default_factory=dict)
+    """The Ray node of each worker (as it reported it when it started)."""
+    payload_source: Callable[[WeightSnapshot], Any] | None = None
+    """Puts a snapshot's bytes into Ray's object store, returning the ref (the
+    learner's, wired by orchestrator.system)."""
+    _payload: tuple[int, Any] | None = None
+    """The newest version's object-store ref, made at most once per version."""
 
     @classmethod
     async def start(cls, cfg: Config, model_path: str) -> Fleet:
@@ -77,7 +89,10 @@ class Fleet:
             f"{len(workers)} vLLM rollout worker(s) to start",
         )
         pools = [actors.env_pool(cfg, model_path, workers, i) for i in range(cfg.env.num_pools)]
-        return cls(cfg, model_path, workers, pools)
+        fleet = cls(cfg, model_path, workers, pools)
+        for worker_id, handle in workers.items():
+            fleet.nodes[worker_id] = await fleet._node_of(handle, worker_id)
+        return fleet
 
     @property
     def version(self) -> int:
@@ -156,9 +171,12 @@ class Fleet:
     async def _update(self, worker_id: str, snapshot: WeightSnapshot) -> SyncResult | None:
         import ray
 
+        payload = self._payload_for(worker_id, snapshot)
         try:
             return await bounded(
-                self.workers[worker_id].update_weights.remote(snapshot, self.cfg.rollout.lock),
+                self.workers[worker_id].update_weights.remote(
+                    snapshot, self.cfg.rollout.lock, payload
+                ),
                 self.cfg.rollout.sync_timeout_s,
                 f"{worker_id} to load weights v{snapshot.version}",
             )
@@ -167,6 +185,18 @@ class Fleet:
             self.dead.add(worker_id)
             await self._on_pools(lambda p: p.mark_dead.remote(worker_id), "mark dead")
             return None
+
+    def _payload_for(self, worker_id: str, snapshot: WeightSnapshot) -> list[Any] | None:
+        """[ref to the snapshot's bytes] when `worker_id` loads through the object
+        store (in a list: Ray passes a nested ref as it is), else None."""
+        node = self.nodes.get(worker_id, "")
+        if hop(self.cfg.rollout.weight_transport, snapshot.node_id, node) == SHM:
+            return None
+        if self._payload is None or self._payload[0] != snapshot.version:
+            if self.payload_source is None:
+                raise RuntimeError(f"{worker_id} needs weights from another node: no source")
+            self._payload = (snapshot.version, self.payload_source(snapshot))
+        return [self._payload[1]]
 
     # -- membership ---------------------------------------------------------------------
 
@@ -179,10 +209,12 @@ class Fleet:
         await bounded(
             handle.start.remote(), self.cfg.rollout.startup_timeout_s, f"{worker_id} to restart"
         )
+        self.nodes[worker_id] = await self._node_of(handle, worker_id)
         async with self.lock:
             if self.published is not None:
+                payload = self._payload_for(worker_id, self.published)
                 sync = await bounded(
-                    handle.update_weights.remote(self.published, "turn"),
+                    handle.update_weights.remote(self.published, "turn", payload),
                     self.cfg.rollout.sync_timeout_s,
                     f"restarted {worker_id} to load v{self.version}",
                 )
@@ -195,6 +227,12 @@ class Fleet:
         """A new env pool in slot `index` (its groups are re-run by the producer)."""
         actors.kill(self.pools[index])
         self.pools[index] = actors.env_pool(self.cfg, self.model_path, self.workers, index)
+
+    async def _node_of(self, handle: Any, worker_id: str) -> str:
+        where = await bounded(
+            handle.placement.remote(), self.cfg.ray.call_timeout_s, f"{worker_id}'s node"
+        )
+        return where.node_id
 
     async def health(self, worker_id: str, timeout_s: float) -> WorkerHealth:
         return await bounded(
@@ -304,8 +342,9 @@ def _transport_metrics(loaded: list[SyncResult]) -> dict[str, float]:
     for sync in loaded:
         key = f"sync/transport/{sync.transport}"
         metrics[key] = metrics.get(key, 0.0) + 1
-        for hop in sync.transfers:
-            bytes_key, seconds_key = f"sync/{hop.transport}_bytes", f"sync/{hop.transport}_s"
-            metrics[bytes_key] = metrics.get(bytes_key, 0.0) + hop.bytes
-            metrics[seconds_key] = max(metrics.get(seconds_key, 0.0), hop.seconds)
+        for transfer in sync.transfers:
+            name = transfer.transport
+            bytes_key, seconds_key = f"sync/{name}_bytes", f"sync/{name}_s"
+            metrics[bytes_key] = metrics.get(bytes_key, 0.0) + transfer.bytes
+            metrics[seconds_key] = max(metrics.get(seconds_key, 0.0), transfer.seconds)
     return metrics

@@ -129,6 +129,11 @@ class Learner:
         self.export_s = time.perf_counter() - started
         return snapshot
 
+    def payload(self, snapshot: WeightSnapshot) -> Any:
+        """A ref to `snapshot`'s bytes in Ray's object store, put there by rank 0 (for
+        rollout workers on other nodes; owned by this driver, so it outlives rank 0)."""
+        return self.group.ranks[0].snapshot_payload.remote(snapshot)
+
     async def logprobs(self, ids: list[int]) -> list[float]:
         return await self._restoring(lambda g: g.logprobs(ids), "logprobs")
 

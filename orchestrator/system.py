@@ -46,13 +46,14 @@ class System:
         actors.start_ray(cfg)
         # An impossible placement, or one the weights cannot reach, fails here, before
         # any actor starts.
-        actors.check_weight_reach(actors.reserve(cfg))
+        actors.check_weight_reach(cfg, actors.reserve(cfg))
         run_id = f"{Path(cfg.logger.run_dir).name}-{os.getpid()}"
         weights_dir = Path(DEFAULT_ROOT) / "asyncrl" / run_id
         started = time.perf_counter()
         learner_starting = asyncio.ensure_future(Learner.start(cfg, model_path, weights_dir))
         fleet = await Fleet.start(cfg, model_path)
         learner = await learner_starting
+        fleet.payload_source = learner.payload  # weights for workers off the learner's node
         log.info("learner and rollout workers up in %.0fs", time.perf_counter() - started)
         system = cls(cfg, model_path, learner, fleet, weights_dir)
         rows = table(await system.placements()).splitlines()

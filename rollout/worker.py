@@ -7,12 +7,15 @@ imported (CPU KV-cache size, core binding, log level), then forwards calls.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from core.config import RolloutConfig
 from core.records import EngineStats, Placement, SyncResult, WorkerHealth
-from core.shm import WeightSnapshot
+from core.shm import WeightSnapshot, remove_snapshot
+from core.transports import SHM, hop
 from rollout.engine import Engine, Generation, SamplingSpec
 from rollout.engine_args import check_supported
+from rollout.staging import fetch, through_object_store
 
 
 class RolloutWorker:
@@ -33,6 +36,7 @@ class RolloutWorker:
         check_supported(cfg.return_routed_experts)
         self.worker_id = worker_id
         self.sync_draft = cfg.speculative.sync_draft
+        self.weight_transport = cfg.weight_transport
         self.engine = Engine(model_path, cfg, dtype, seed)
 
     async def start(self) -> str:
@@ -48,8 +52,21 @@ class RolloutWorker:
     ) -> Generation:
         return await self.engine.generate(prompt_ids, spec, timeout_s, images)
 
-    async def update_weights(self, snapshot: WeightSnapshot, lock: str) -> SyncResult:
-        return await self.engine.update_weights(snapshot, lock, self.sync_draft)
+    async def update_weights(
+        self, snapshot: WeightSnapshot, lock: str, payload: list[Any] | None = None
+    ) -> SyncResult:
+        """Load `snapshot`: in place when it lies in this node's shared memory, else
+        from `payload` (a ref to its bytes in Ray's object store), staged here first
+        (core.transports decides which; rollout.staging stages)."""
+        here = Placement.here().node_id
+        if hop(self.weight_transport, snapshot.node_id, here) == SHM:
+            return await self.engine.update_weights(snapshot, lock, self.sync_draft)
+        staged, fetched = await fetch(snapshot, payload, self.worker_id, here)
+        try:
+            sync = await self.engine.update_weights(staged, lock, self.sync_draft)
+        finally:
+            remove_snapshot(staged)
+        return through_object_store(sync, fetched)
 
     async def prompt_logprobs(
         self, ids: list[int], images: list[bytes] | None = None

@@ -21,6 +21,7 @@ from orchestrator.cli import check_overrides
 CHOICES = {
     "rollout.lock": choices.RolloutLock,
     "rollout.speculative.method": choices.SpeculativeMethod,
+    "rollout.weight_transport": choices.WeightTransport,
     "trainer.mode": choices.TrainerMode,
     "algo.name": choices.AlgorithmName,
     "algo.off_policy": choices.OffPolicy,

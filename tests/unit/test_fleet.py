@@ -13,6 +13,7 @@ awaitable (`ray/includes/object_ref.pyi:56`, `__await__`); a dead actor's call r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,7 +24,7 @@ import ray
 import torch
 
 from core.config import Config
-from core.records import EngineStats, SyncResult, Transfer
+from core.records import EngineStats, Placement, SyncResult, Transfer
 from core.shm import write_snapshot
 from orchestrator import fleet as fleet_module
 from orchestrator.fleet import Fleet, NoLiveWorkers, WeightMismatch
@@ -35,7 +36,8 @@ def _method(fn):
 
 class FakeWorker:
     """`corrupt`: the index of a tensor it reports holding with other contents;
-    `stale`: it reports the version before the one it was sent."""
+    `stale`: it reports the version before the one it was sent; `node`: the Ray node
+    it reports (RolloutWorker.placement)."""
 
     def __init__(
         self,
@@ -44,19 +46,23 @@ class FakeWorker:
         hang_s: float = 0.0,
         corrupt: int | None = None,
         stale: bool = False,
+        node: str = "",
     ):
         self.name, self.dead, self.hang_s = name, dead, hang_s
-        self.corrupt, self.stale = corrupt, stale
+        self.corrupt, self.stale, self.node = corrupt, stale, node
         self.loaded: list[int] = []
+        self.payloads: list[Any] = []
+        self.placement = _method(self._placement)
         self.update_weights = _method(self._update)
         self.stats = _method(self._stats)
         self.shutdown = _method(self._shutdown)
         self.start = _method(self._start)
 
-    async def _update(self, snapshot, lock) -> SyncResult:
+    async def _update(self, snapshot, lock, payload=None) -> SyncResult:
         if self.dead:
             raise ray.exceptions.RayActorError()
         self.loaded.append(snapshot.version)
+        self.payloads.append(payload)
         checksums = [e.checksum for e in snapshot.entries]
         if self.corrupt is not None:
             checksums[self.corrupt] ^= 1
@@ -80,6 +86,9 @@ class FakeWorker:
 
     async def _start(self) -> str:
         return self.name
+
+    async def _placement(self) -> Placement:
+        return Placement("10.0.0.1", self.node, (), (0,))
 
 
 class FakePool:
@@ -242,3 +251,51 @@ def test_the_transport_its_bytes_and_seconds_and_the_digest_cost_are_logged(tmp_
     assert metrics["sync/shm_s"] == pytest.approx(0.01)
     assert metrics["sync/digest_s"] == pytest.approx(0.002)
     assert metrics["sync/unconfirmed_tensors"] == 0.0
+
+
+def _off_node_fleet(tmp_path, monkeypatch, transport="auto"):
+    """Worker `near` on the learner's node "n1", `far` on "n2"; the learner's payload
+    source records what it was asked for."""
+    workers = {"near": FakeWorker("near", node="n1"), "far": FakeWorker("far", node="n2")}
+    fleet = _fleet(workers, [FakePool()])
+    fleet.cfg.rollout.weight_transport = transport
+    fleet.nodes = {"near": "n1", "far": "n2"}
+    asked: list[int] = []
+
+    def payload(snapshot):
+        asked.append(snapshot.version)
+        return f"ref-v{snapshot.version}"
+
+    fleet.payload_source = payload
+    return fleet, workers, asked
+
+
+def _on(node: str, snapshot):
+    return dataclasses.replace(snapshot, node_id=node)
+
+
+def test_workers_off_the_learners_node_get_one_shared_object_store_copy(tmp_path, monkeypatch):
+    fleet, workers, asked = _off_node_fleet(tmp_path, monkeypatch)
+    asyncio.run(fleet.publish(_on("n1", _snapshot(tmp_path, 1))))
+    asyncio.run(fleet.publish(_on("n1", _snapshot(tmp_path, 2))))
+    assert workers["near"].payloads == [None, None]  # reads the file in place
+    assert workers["far"].payloads == [["ref-v1"], ["ref-v2"]]
+    assert asked == [1, 2]  # one copy per version
+
+
+def test_object_store_forced_sends_every_worker_the_bytes(tmp_path, monkeypatch):
+    fleet, workers, asked = _off_node_fleet(tmp_path, monkeypatch, "object_store")
+    asyncio.run(fleet.publish(_on("n1", _snapshot(tmp_path, 1))))
+    assert workers["near"].payloads == workers["far"].payloads == [["ref-v1"]]
+    assert asked == [1]
+
+
+def test_a_replacement_on_another_node_gets_the_published_versions_bytes(tmp_path, monkeypatch):
+    replacement = FakeWorker("near", node="n3")  # came back on another node
+    monkeypatch.setattr(fleet_module.actors, "rollout_worker", lambda *args: replacement)
+    monkeypatch.setattr(fleet_module.actors, "kill", lambda actor: None)
+    fleet, _, asked = _off_node_fleet(tmp_path, monkeypatch)
+    fleet.published = _on("n1", _snapshot(tmp_path, 4))
+    asyncio.run(fleet.replace_worker("near"))
+    assert fleet.nodes["near"] == "n3" and replacement.payloads == [["ref-v4"]]
+    assert asked == [4]
