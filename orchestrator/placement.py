@@ -49,10 +49,13 @@ class PlacementError(RuntimeError):
 class Bundle:
     cpus: float
     gpus: int = 0
+    extra: tuple[tuple[str, float], ...] = ()
+    """Custom Ray resources (ray.rollout_resources / ray.learner_resources)."""
 
     def resources(self) -> dict[str, float]:
         """The bundle as Ray takes it (zero entries left out)."""
-        return {k: v for k, v in (("CPU", self.cpus), ("GPU", float(self.gpus))) if v > 0}
+        named = (("CPU", self.cpus), ("GPU", float(self.gpus)), *self.extra)
+        return {k: v for k, v in named if v > 0}
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,9 @@ def plan(cfg: Config) -> PlacementPlan:
     """The placement groups and seats `cfg` asks for."""
     workers, ranks, pools = cfg.rollout.num_workers, cfg.learner.num_ranks, cfg.env.num_pools
     rollout_gpus, rank_gpus = cfg.rollout.gpus_per_worker, cfg.learner.gpus_per_rank
-    worker_bundle = Bundle(max(cfg.rollout.num_cpus, CPU_FLOOR), rollout_gpus)
+    worker_bundle = Bundle(
+        max(cfg.rollout.num_cpus, CPU_FLOOR), rollout_gpus, _extra(cfg.ray.rollout_resources)
+    )
     env = GroupPlan(Role.env, (Bundle(CPU_FLOOR),) * pools, "SPREAD", f"env ({pools} pools)")
     env_seats = tuple(Seat(Role.env, i, 0.0, 0.0) for i in range(pools))
     if cfg.placement == "colocated":
@@ -124,7 +129,7 @@ def plan(cfg: Config) -> PlacementPlan:
     )
     learner = GroupPlan(
         Role.learner,
-        (Bundle(CPU_FLOOR, rank_gpus),) * ranks,
+        (Bundle(CPU_FLOOR, rank_gpus, _extra(cfg.ray.learner_resources)),) * ranks,
         "PACK",
         f"learner ({ranks} ranks x {rank_gpus} GPU)",
     )
@@ -134,6 +139,10 @@ def plan(cfg: Config) -> PlacementPlan:
         tuple(Seat(Role.learner, r, 0.0, rank_gpus) for r in range(ranks)),
         env_seats,
     )
+
+
+def _extra(resources: dict[str, float]) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted((str(k), float(v)) for k, v in dict(resources).items()))
 
 
 def shortfall(
@@ -208,8 +217,17 @@ def _largest(nodes: list[dict[str, float]]) -> dict[str, float]:
     return {k: max((n.get(k, 0.0) for n in nodes), default=0.0) for k in keys}
 
 
+RAY_BOOKKEEPING = ("memory", "object_store_memory", "node:", "accelerator_type:", "bundle_group")
+"""Resources every Ray node reports that no config asks for: left out of messages (so
+are placement groups' own, `CPU_group_<id>`)."""
+
+
 def _fmt(resources: dict[str, float]) -> str:
-    shown = [f"{v:g} {k}" for k, v in sorted(resources.items()) if k in ("CPU", "GPU")]
+    shown = [
+        f"{v:g} {k}"
+        for k, v in sorted(resources.items())
+        if not k.startswith(RAY_BOOKKEEPING) and "_group_" not in k
+    ]
     return ", ".join(shown) or "nothing"
 
 

@@ -96,6 +96,24 @@ def test_too_many_gpus_names_the_role_and_what_is_missing():
     assert line.startswith("cannot place rollout (2 workers x 1 GPU): missing 2 GPU")
 
 
+def test_custom_resources_go_into_each_roles_bundles_and_the_refusal_names_them():
+    cfg = _cfg(workers=2)
+    cfg.ray.rollout_resources, cfg.ray.learner_resources = {"rollout_node": 1}, {"trainer": 0.5}
+    placed = plan(cfg)
+    assert (
+        placed.group(Role.rollout).bundles == (Bundle(CPU_FLOOR, 0, (("rollout_node", 1.0),)),) * 2
+    )
+    assert placed.group(Role.learner).bundles[0].resources() == {"CPU": CPU_FLOOR, "trainer": 0.5}
+    assert placed.group(Role.env).bundles == (Bundle(CPU_FLOOR),) * 2  # pools go anywhere
+    nodes = [{"CPU": 2.0, "rollout_node": 1.0}, {"CPU": 2.0, "trainer": 1.0}]
+    total = {"CPU": 4.0, "rollout_node": 1.0, "trainer": 1.0, "CPU_group_ab12": 1.0}
+    line = shortfall(placed, total, nodes)
+    assert line.startswith("cannot place rollout (2 workers x 0 GPU): missing 1 rollout_node")
+    assert "_group_" not in line
+    cfg.rollout.num_workers = 1
+    assert shortfall(plan(cfg), total, nodes) is None
+
+
 def test_a_bundle_no_single_node_holds_is_refused():
     line = shortfall(plan(_cfg(workers=1, rollout_gpus=3)), TOTAL, NODES)
     assert line == (
