@@ -61,10 +61,12 @@ def refusal(cfg: Config) -> str:
     return "reserved"
 
 
-def weight_reach(cfg: Config) -> str:
-    """What a System would say of this reservation before starting any actor."""
+def weight_reach(cfg: Config, transport: str) -> str:
+    """What a System would say of this reservation before starting any actor, with
+    rollout.weight_transport=`transport`."""
+    cfg.rollout.weight_transport = transport
     try:
-        actors.check_weight_reach(actors.reserve(cfg))
+        actors.check_weight_reach(cfg, actors.reserve(cfg))
     except PlacementError as exc:
         return str(exc)
     return "reachable"
@@ -79,7 +81,7 @@ def main() -> None:
     try:
         split, colocated = config(2, 1), config(2, 2, "colocated")
         report: dict[str, Any] = {"split": probe(split)}
-        report["weight_reach"] = weight_reach(split)
+        report["weight_reach"] = {t: weight_reach(split, t) for t in ("shm", "auto")}
         actors.release(split)
         report["colocated"] = probe(colocated)
         report["too_many"] = refusal(config(2, 1, gpus=2))  # 5 GPUs asked of 4

@@ -77,7 +77,9 @@ def test_resources_held_elsewhere_fail_after_the_placement_timeout_naming_the_gr
 
 
 def test_workers_the_shared_memory_weights_cannot_reach_are_refused_in_one_line(seen):
-    # split put the rollout workers and the learner on different nodes (asserted above)
-    line = seen["weight_reach"]
+    # split put the rollout workers and the learner on different nodes (asserted above):
+    # forced shm cannot reach them, auto takes the object store for them
+    line = seen["weight_reach"]["shm"]
     assert "\n" not in line and line.startswith("placement: rollout worker(s) rollout-")
-    assert "shared memory" in line
+    assert "rollout.weight_transport=auto" in line
+    assert seen["weight_reach"]["auto"] == "reachable"
