@@ -93,6 +93,7 @@ class Precision(Choice):
     fp32 = "fp32"
     bf16 = "bf16"
     fp8 = "fp8"
+    fp8_bf16 = "fp8_bf16"
 
 
 class LrSchedule(Choice):

@@ -186,7 +186,9 @@ class LearnerConfig:
     precision: Precision = Precision.fp32
     """fp32 | bf16 (emulated and slow on CPUs without AMX) | fp8 (torchao float8
     training of the transformer blocks' linear layers; embeddings, LM head, norms
-    and MoE routers stay in fp32; see learner/fp8.py)."""
+    and MoE routers stay in fp32; see learner/fp8.py) | fp8_bf16 (the same float8
+    GEMMs, everything else in bf16 with DeepSpeed's fp32 master weights: the
+    Qwen3.5 report's recipe)."""
     lr: float = 2e-4
     weight_decay: float = 0.0
     lr_warmup_steps: int = 0

@@ -17,9 +17,19 @@ import torch
 
 from core.config import LearnerConfig
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp8": torch.float32}
+DTYPES = {
+    "fp32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp8": torch.float32,
+    "fp8_bf16": torch.bfloat16,
+}
 """The dtype parameters are kept in; under fp8 the float8 casts happen inside
-the converted linear layers (learner/fp8.py) and master weights stay fp32."""
+the converted linear layers (learner/fp8.py) and the rest stays fp32; under
+fp8_bf16 the rest is bf16, with DeepSpeed's bf16 mode keeping fp32 master weights."""
+FLOAT8 = ("fp8", "fp8_bf16")
+"""Precisions whose transformer-block linear layers train in float8."""
+BF16_ENGINE = ("bf16", "fp8_bf16")
+"""Precisions DeepSpeed runs in its bf16 mode (bf16 parameters, fp32 master copy)."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,7 @@ def deepspeed_config(cfg: LearnerConfig, world_size: int) -> dict[str, Any]:
         "managed_gradient_accumulation": False,
         "gradient_clipping": cfg.grad_clip,
         "zero_optimization": {"stage": cfg.zero_stage},
-        "bf16": {"enabled": cfg.precision == "bf16"},
+        "bf16": {"enabled": cfg.precision in BF16_ENGINE},
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
@@ -123,14 +133,14 @@ def init_distributed(rank: RankInfo) -> None:
 
 def build_engine(model_path: str, cfg: LearnerConfig, world_size: int) -> tuple[Any, Any]:
     """The DeepSpeed engine around the policy at `model_path`, and the fp8 plan
-    (learner.precision=fp8; None otherwise)."""
+    (learner.precision=fp8 or fp8_bf16; None otherwise)."""
     import deepspeed
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=DTYPES[cfg.precision])
     model.config.use_cache = False
     fp8_plan = None
-    if cfg.precision == "fp8":
+    if cfg.precision in FLOAT8:
         from learner.fp8 import convert_to_fp8
 
         fp8_plan = convert_to_fp8(model)
