@@ -227,6 +227,26 @@ def _weight_sync(r: dict[str, Any]) -> Rendered:
     return Rendered([f"Medians of {r['updates']} updates per size.", "", *lines], goals)
 
 
+def _cross_node_sync(r: dict[str, Any]) -> Rendered:
+    sizes = sorted(r["sizes"].items(), key=lambda kv: kv[1]["bytes"])
+    rows = [
+        [
+            name,
+            _num(s["bytes"] / 1e6, 1),
+            f"{_num(s['pause_far_over_near'])}x",
+            f"{_num(s['far_total_over_near_pause'])}x",
+            _num(s["near_pause_s"], 3),
+            _num(s["far_pause_s"], 3),
+            _num(s["fetch_s"], 3),
+            _num(s["put_s"], 3),
+        ]
+        for name, s in sizes
+    ]
+    header = ["size", "MB", "pause far / near", "(put + fetch + pause) far / near pause"]
+    lines = _table([*header, "near pause s", "far pause s", "fetch s", "put s"], rows)
+    return Rendered([f"Medians of {r['updates']} updates per size.", "", *lines])
+
+
 def _envs(r: dict[str, Any]) -> Rendered:
     scales = sorted(r["scales"], key=lambda s: s["episodes"])
     base = scales[0]["episodes_per_s"]
@@ -384,6 +404,15 @@ SECTIONS = {
         "tokens of a request streaming across the update.",
         _weight_sync,
         charts.weight_sync,
+    ),
+    "cross_node_sync": Section(
+        "Weight sync across nodes",
+        "Two Ray nodes on this machine, a vLLM rollout worker on each: the pause of the one on "
+        "the node where the weights are written (shared memory, read in place) against the "
+        "one on the other node (Ray's object store, staged into its node's shared memory "
+        "before the pause), same updates.",
+        _cross_node_sync,
+        None,
     ),
     "envs": Section(
         "Env pools",

@@ -50,6 +50,9 @@ class Bench:
 BENCHES = (
     # three tiny-Qwen3 sizes (4 / 43 / 390 MB), 1 warm-up + 3 measured updates each
     Bench("weight_sync", ("--updates", "3"), 900, 180),
+    # the same three sizes on a two-node Ray cluster: a worker on the writer's node (shm)
+    # and one on the other (object store), 1 warm-up + 3 measured updates each
+    Bench("cross_node_sync", ("--updates", "3"), 900, 240),
     # 1k, 4k and 10k concurrent episodes over 2 env pools against an instant policy
     Bench("envs", ("--sweep", "1000,4000,10000", "--pools", "2"), 900, 150),
     # fp32 / bf16 / fp8, a fresh 1-rank DeepSpeed learner each, 1 warm-up + 4 timed steps

@@ -79,6 +79,20 @@ RESULTS = {
             "large": _size(390, 1.9, 1.0),
         },
     },
+    "cross_node_sync": {
+        "updates": 3,
+        "sizes": {
+            "small": {
+                "bytes": 4e6,
+                "near_pause_s": 0.05,
+                "far_pause_s": 0.05,
+                "fetch_s": 0.025,
+                "put_s": 0.005,
+                "pause_far_over_near": 1.0,
+                "far_total_over_near_pause": 1.6,
+            },
+        },
+    },
     "envs": {
         "pools": 2,
         "scales": [_scale(1000, 500.0), _scale(4000, 1000.0), _scale(10000, 1500.0)],
@@ -243,10 +257,16 @@ def test_failed_benchmark_listed(report):
     assert not (plots / "memory.png").exists()
 
 
+def test_cross_node_sync_shows_both_ratios(report):
+    _, text, _ = report
+    section = text.split("## Weight sync across nodes", 1)[1].split("\n## ", 1)[0]
+    assert "| small | 4.0 | 1.00x | 1.60x | 0.050 | 0.050 | 0.025 | 0.005 |" in section
+
+
 def test_plots_written(report):
     _, _, plots = report
     for name in RESULTS:
-        if name != "memory":
+        if name not in ("memory", "cross_node_sync"):  # the latter is a table only
             png = plots / f"{name}.png"
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
@@ -258,7 +278,7 @@ def test_missing_or_incomplete_records_fail(tmp_path):
     _write(results, "envs", RESULTS["envs"])
     out = tmp_path / "RESULTS.md"
     failed = write_report({}, NAMES, results_dir=results, out=out)  # --report-only, no runs.json
-    assert failed == ["weight_sync", "learner", "rollout", "async_vs_sync"]
+    assert failed == ["weight_sync", "cross_node_sync", "learner", "rollout", "async_vs_sync"]
     text = out.read_text()
     assert "incomplete (KeyError" in text
     assert "python -m bench.memory --x 1" in text  # rebuilt from the record's argv
