@@ -193,3 +193,12 @@ def _placement_rules(cfg: Config) -> Iterator[tuple[bool, str]]:
         "placement=colocated shares each GPU between a rollout worker and a learner rank: "
         "rollout.gpus_per_worker and learner.gpus_per_rank must both be 1 (or both 0 on CPU)",
     )
+    yield (0 <= cfg.rollout.sleep_level <= 2, "rollout.sleep_level must be 0, 1 or 2 (vLLM's)")
+    yield (
+        cfg.placement != "colocated"
+        or cfg.rollout.sleep_level == 0
+        or rollout_gpus == 0
+        or cfg.trainer.mode == "sync",
+        "placement=colocated puts vLLM to sleep while the learner steps, so nothing can "
+        "generate then: use trainer.mode=sync (or rollout.sleep_level=0 to keep both awake)",
+    )

@@ -140,6 +140,13 @@ class RolloutConfig:
     generate_timeout_s: float = 120.0
     """One turn's generation; past it the request is aborted and the trajectory too."""
     sync_timeout_s: float = 120.0
+    sleep_level: int = 1
+    """Under placement=colocated, vLLM sleeps at this level while the learner steps on
+    the same GPUs (vLLM's levels: 1 offloads the weights to CPU memory and drops the KV
+    cache; 2 drops both: the update that follows loads every weight anyway); 0 never
+    sleeps. Frozen requests resume after the update. Needs trainer.mode=sync. GPU
+    workers only: vLLM's CPU workers ignore sleep (vllm/v1/worker/cpu_worker.py:179-185),
+    so colocated CPU workers stay awake."""
     weight_transport: WeightTransport = WeightTransport.auto
     """How each version reaches a worker (core.transports): `shm`, the learner's
     snapshot file in shared memory, read in place (workers on learner rank 0's node

@@ -10,12 +10,13 @@ created with `actor_options`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-from core.choices import WeightTransport
-from core.config import Config, learner_algo
+from core.choices import PlacementMode, WeightTransport
+from core.config import Config, RolloutConfig, learner_algo
 from orchestrator.placement import (
     PlacementError,
     PlacementPlan,
@@ -92,12 +93,21 @@ def rollout_worker(cfg: Config, model_path: str, index: int) -> Any:
         .remote(
             worker_id(index),
             model_path,
-            cfg.rollout,
+            rollout_config(cfg),
             cfg.model.dtype,
             cfg.trainer.seed + index,
             core,
         )
     )
+
+
+def rollout_config(cfg: Config) -> RolloutConfig:
+    """`cfg.rollout` as a worker of this placement runs it: only colocated GPU workers
+    sleep (rollout.sleep_level), so only they ask vLLM for its sleep mode (on CPU
+    there is no device memory to free: vLLM's CPU workers ignore the call)."""
+    if cfg.placement == PlacementMode.colocated and cfg.rollout.gpus_per_worker > 0:
+        return cfg.rollout
+    return dataclasses.replace(cfg.rollout, sleep_level=0)
 
 
 def env_pool(cfg: Config, model_path: str, workers: dict[str, Any], index: int) -> Any:

@@ -3,6 +3,7 @@
     start producing groups and supervising the workers (orchestrator.assembly)
     for each step:
         take a batch of fresh complete groups from the buffer
+        (colocated: put vLLM to sleep; the publish below wakes it)
         train one step on it
         wait until the previous version reached every rollout worker
         export the new weights and start publishing them
@@ -46,7 +47,8 @@ async def train(
             state.step = step
             groups, learner_wait_s = await run.next_batch()
             batch = Batch(groups, state.version)
-            metrics = await learner.train_step(batch)
+            metrics = await fleet.sleep()  # colocated: vLLM frees the devices it shares
+            metrics |= await learner.train_step(batch)
             run.ledger.trained(groups)
             state.trained.extend(trained_records(batch))
             metrics |= await fleet.synced()  # the previous version is everywhere

@@ -198,6 +198,20 @@ class Fleet:
             self._payload = (snapshot.version, self.payload_source(snapshot))
         return [self._payload[1]]
 
+    async def sleep(self) -> dict[str, float]:
+        """Under placement=colocated, put every live worker's vLLM to sleep so the learner
+        has the devices (the next publish wakes each as it loads); {} otherwise. A worker
+        that does not answer is the supervisor's business."""
+        level = actors.rollout_config(self.cfg).sleep_level
+        if level == 0:
+            return {}
+        lock = self.cfg.rollout.lock
+        answers = await self._answers(
+            [w.sleep.remote(level, lock) for w in self.live_workers.values()], "workers to sleep"
+        )
+        slept = [a for a in answers if not isinstance(a, Exception)]
+        return {"sync/sleep_s": max(slept, default=0.0), "sync/asleep": float(len(slept))}
+
     # -- membership ---------------------------------------------------------------------
 
     async def replace_worker(self, worker_id: str) -> None:

@@ -110,6 +110,8 @@ class Engine:
         self._llm: Any = None
         self._ids = itertools.count()
         self.version = 0
+        self.asleep = False
+        """Put to sleep (`sleep`) and not woken by an update yet."""
         self.stats = EngineStats(worker_id="", version=0)
         """Counters since start (worker_id and version are filled in by snapshot_stats)."""
         self._busy_since: float | None = None
@@ -199,7 +201,11 @@ class Engine:
 
         request = WeightTransferUpdateRequest(update_info=snapshot_update_info(snapshot))
         started = time.perf_counter()
-        await self._llm.pause_generation(mode=PAUSE_MODES[lock], clear_cache=True)
+        waking = self.asleep
+        if waking:  # paused by sleep already; the KV cache stays freed until the weights are in
+            await self._llm.wake_up(tags=["weights"])
+        else:
+            await self._llm.pause_generation(mode=PAUSE_MODES[lock], clear_cache=True)
         paused = time.perf_counter()
         try:
             await self._llm.start_weight_update()
@@ -213,6 +219,9 @@ class Engine:
             await self._llm.update_weight_version(str(snapshot.version))
             self.version = snapshot.version
         finally:
+            if waking:  # fully awake: vLLM resumes scheduling the frozen requests
+                await self._llm.wake_up(tags=["kv_cache"])
+                self.asleep = False
             await self._llm.resume_generation()
         resumed = time.perf_counter()
         return SyncResult(
@@ -227,6 +236,19 @@ class Engine:
             digest=loaded.digest,
             digest_s=loaded.seconds,
         )
+
+    async def sleep(self, level: int, lock: str) -> float:
+        """Free the device for a colocated learner step: vLLM's sleep at `level`, after
+        the requests in flight are paused as for an update under `lock` (finished, or
+        frozen until the next update wakes the engine). Returns the seconds it took."""
+        started = time.perf_counter()
+        await self.llm.sleep(level=level, mode=PAUSE_MODES[lock])
+        self.asleep = True
+        return time.perf_counter() - started
+
+    async def is_sleeping(self) -> bool:
+        """What vLLM's engine core says (scheduler paused or memory asleep)."""
+        return await self.llm.is_sleeping()
 
     async def _loaded_weights(self, snapshot: WeightSnapshot, timeout_s: float = 60.0) -> Loaded:
         """The version and the per-tensor checksums of the weights the vLLM worker

@@ -74,6 +74,8 @@ def vllm_args(model_path: str, cfg: RolloutConfig, dtype: str, seed: int) -> dic
         args["per_request_spec_decode_metrics"] = "summary"
     if cfg.return_routed_experts:
         args["enable_return_routed_experts"] = True
+    if cfg.sleep_level > 0 and cfg.gpus_per_worker > 0:  # CPU platforms refuse the flag
+        args["enable_sleep_mode"] = True
     if cfg.gpus_per_worker > 1:  # the worker's GPUs (one placement bundle) as one TP group
         # Inside a placement group vLLM would pick its Ray executor and ask Ray for
         # GPUs the worker already holds (vllm/config/parallel.py:1066-1075).

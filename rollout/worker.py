@@ -68,6 +68,13 @@ class RolloutWorker:
             remove_snapshot(staged)
         return through_object_store(sync, fetched)
 
+    async def sleep(self, level: int, lock: str) -> float:
+        """Free the device for a colocated learner step (until the next update)."""
+        return await self.engine.sleep(level, lock)
+
+    async def is_sleeping(self) -> bool:
+        return await self.engine.is_sleeping()
+
     async def prompt_logprobs(
         self, ids: list[int], images: list[bytes] | None = None
     ) -> list[float]:

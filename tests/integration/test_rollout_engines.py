@@ -127,6 +127,36 @@ def test_update_lands_mid_generation_and_generation_resumes(
     remove_snapshot(new)
 
 
+def test_a_sleeping_engine_holds_requests_until_an_update_wakes_it(
+    running_system, spare_worker, codec, event_loop_runner
+):
+    """Colocated placement's sleep through vLLM's own state machine (on CPU the
+    workers ignore the memory part, vllm/v1/worker/cpu_worker.py:179-185; the
+    scheduler pause and the executor's sleeping tags are vLLM's)."""
+    system, _ = running_system
+    old = _load_learner_weights(system, spare_worker, 1003, event_loop_runner)
+    new = event_loop_runner(system.learner.export_weights(1004))
+    spec = SamplingSpec(max_tokens=8)
+
+    async def asleep_then_updated():
+        await spare_worker.sleep.remote(1, "turn")
+        sleeping = await spare_worker.is_sleeping.remote()
+        held = asyncio.ensure_future(
+            spare_worker.generate.remote(_after_tool_result(codec, seed=12), spec, 60.0)
+        )
+        done_while_asleep, _ = await asyncio.wait([held], timeout=2.0)
+        sync = await spare_worker.update_weights.remote(new, "turn")
+        awake = not await spare_worker.is_sleeping.remote()
+        return sleeping, bool(done_while_asleep), sync, awake, await held
+
+    sleeping, done_while_asleep, sync, awake, generation = event_loop_runner(asleep_then_updated())
+    assert sleeping and not done_while_asleep  # nothing generates while the learner steps
+    assert sync.version == 1004 and awake
+    assert len(generation.token_ids) == 8 and set(generation.versions) == {1004}
+    remove_snapshot(old)
+    remove_snapshot(new)
+
+
 def test_killed_workers_sessions_finish_on_the_other_worker(
     running_system, spare_worker, tiny_policy, event_loop_runner
 ):

@@ -53,6 +53,8 @@ class FakeWorker:
         self.loaded: list[int] = []
         self.payloads: list[Any] = []
         self.placement = _method(self._placement)
+        self.slept: list[tuple[int, str]] = []
+        self.sleep = _method(self._sleep)
         self.update_weights = _method(self._update)
         self.stats = _method(self._stats)
         self.shutdown = _method(self._shutdown)
@@ -86,6 +88,12 @@ class FakeWorker:
 
     async def _start(self) -> str:
         return self.name
+
+    async def _sleep(self, level: int, lock: str) -> float:
+        if self.dead:
+            raise ray.exceptions.RayActorError()
+        self.slept.append((level, lock))
+        return 0.02
 
     async def _placement(self) -> Placement:
         return Placement("10.0.0.1", self.node, (), (0,))
@@ -299,3 +307,17 @@ def test_a_replacement_on_another_node_gets_the_published_versions_bytes(tmp_pat
     asyncio.run(fleet.replace_worker("near"))
     assert fleet.nodes["near"] == "n3" and replacement.payloads == [["ref-v4"]]
     assert asked == [4]
+
+
+def test_colocated_workers_sleep_at_the_configured_level_split_ones_never():
+    workers = {"a": FakeWorker("a"), "b": FakeWorker("b"), "c": FakeWorker("c", dead=True)}
+    fleet = _fleet(workers, [FakePool()], lock="none")
+    assert asyncio.run(fleet.sleep()) == {} and workers["a"].slept == []  # split
+    fleet.cfg.placement, fleet.cfg.rollout.sleep_level = "colocated", 2
+    assert asyncio.run(fleet.sleep()) == {}  # CPU workers: nothing to free
+    fleet.cfg.rollout.gpus_per_worker = fleet.cfg.learner.gpus_per_rank = 1
+    metrics = asyncio.run(fleet.sleep())
+    assert workers["a"].slept == workers["b"].slept == [(2, "none")]
+    assert metrics == {"sync/sleep_s": 0.02, "sync/asleep": 2.0}  # the dead one left out
+    fleet.cfg.rollout.sleep_level = 0
+    assert asyncio.run(fleet.sleep()) == {}

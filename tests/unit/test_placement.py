@@ -29,6 +29,7 @@ from rollout.engine_args import vllm_args
 
 def _cfg(workers=2, ranks=1, pools=2, rollout_gpus=0, rank_gpus=0, placement="split") -> Config:
     cfg = Config()
+    cfg.trainer.mode = "sync" if placement == "colocated" else cfg.trainer.mode
     cfg.rollout.num_workers, cfg.learner.num_ranks, cfg.env.num_pools = workers, ranks, pools
     cfg.rollout.gpus_per_worker, cfg.learner.gpus_per_rank = rollout_gpus, rank_gpus
     cfg.placement = placement
@@ -168,6 +169,34 @@ def test_a_rank_binds_itself_to_its_cores_and_threads_follow():
 def test_placement_rules_refuse_what_cannot_be_placed(changes, needle):
     with pytest.raises(ConfigError, match=needle):
         validate(_cfg(**changes))
+
+
+def test_colocated_sleep_needs_sync_mode_and_a_vllm_level():
+    cfg = _cfg(rollout_gpus=1, rank_gpus=1, placement="colocated")
+    cfg.trainer.mode = "async"
+    with pytest.raises(ConfigError, match="placement=colocated puts vLLM to sleep"):
+        validate(cfg)
+    cfg.rollout.sleep_level = 0  # both awake: async is possible
+    validate(cfg)
+    cpu = _cfg(placement="colocated")
+    cpu.trainer.mode = "async"  # CPU workers never sleep
+    validate(cpu)
+    cfg.rollout.sleep_level = 3
+    with pytest.raises(ConfigError, match="rollout.sleep_level must be 0, 1 or 2"):
+        validate(cfg)
+
+
+def test_only_colocated_gpu_workers_enable_vllm_sleep_mode():
+    from orchestrator.actors import rollout_config
+
+    colocated = _cfg(rollout_gpus=1, rank_gpus=1, placement="colocated")
+    args = vllm_args("/m", rollout_config(colocated), "bfloat16", seed=0)
+    assert args["enable_sleep_mode"] is True
+    split = _cfg(rollout_gpus=1, rank_gpus=1)
+    assert "enable_sleep_mode" not in vllm_args("/m", rollout_config(split), "bfloat16", seed=0)
+    assert rollout_config(split).sleep_level == 0  # split never sleeps
+    cpu = _cfg(placement="colocated")  # vLLM refuses the flag on CPU platforms
+    assert "enable_sleep_mode" not in vllm_args("/m", rollout_config(cpu), "float32", seed=0)
 
 
 def test_valid_placements_pass_the_rules():
