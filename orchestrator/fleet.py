@@ -41,6 +41,7 @@ from core.shm import WeightSnapshot, remove_snapshot
 from core.transports import SHM, hop
 from core.waits import bounded
 from orchestrator import actors
+from orchestrator.placement import Role
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +220,13 @@ class Fleet:
         and hand it to every env pool."""
         actors.kill(self.workers[worker_id])
         index = list(self.workers).index(worker_id)
+        log.warning(
+            "%s: starting its replacement in its placement bundle (%s), on whichever live "
+            "node Ray re-placed it; waiting at most rollout.startup_timeout_s=%.0fs",
+            worker_id,
+            actors.seat_resources(self.cfg, Role.rollout, index),
+            self.cfg.rollout.startup_timeout_s,
+        )
         handle = actors.rollout_worker(self.cfg, self.model_path, index)
         await bounded(
             handle.start.remote(), self.cfg.rollout.startup_timeout_s, f"{worker_id} to restart"
