@@ -1,9 +1,14 @@
-"""How much memory a run uses: the driver and every process it started.
+"""How much memory and CPU time a run uses: the driver and every process it started.
 
 A local Ray cluster, its actors and their vLLM engine processes all descend
 from the driver, so the process tree is the run. PSS (proportional set size)
 counts shared pages once, so shared libraries and shared memory are not
-counted once per process.
+counted once per process. CPU seconds are counted per role: a process is the
+learner's, a rollout worker's or an env pool's when it is that Ray actor (its
+process title, `ray::LearnerWorker...`) or descends from one (vLLM's engine core
+and workers descend from their rollout worker); the driver is the root; the rest
+of the tree is Ray's own (raylet, GCS, idle workers). On a cluster joined with
+`ray.address`, processes on other nodes are not in this tree.
 """
 
 from __future__ import annotations
@@ -35,3 +40,44 @@ def tree_memory(root_pid: int | None = None) -> list[tuple[psutil.Process, Any]]
 def tree_memory_gib() -> float:
     """PSS of this process's whole tree (the run), in GiB."""
     return sum(info.pss for _, info in tree_memory()) / GIB
+
+
+ROLE_TITLES = (
+    ("learner", "ray::LearnerWorker"),
+    ("rollout", "ray::RolloutWorker"),
+    ("env", "ray::EnvPool"),
+)
+"""Process-title prefixes of the run's actors (Ray titles a worker process
+`ray::<Class>.<method>` while it runs one, `ray::<Class>` between calls)."""
+ROLES = ("driver", "learner", "rollout", "env", "ray")
+
+
+def tree_cpu_s(root_pid: int | None = None) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each role's processes in the tree
+    of `root_pid` (this process by default); a process that ended is not counted."""
+    totals = dict.fromkeys(ROLES, 0.0)
+    try:
+        root = psutil.Process(root_pid)
+    except psutil.Error:
+        return totals
+    stack: list[tuple[psutil.Process, str]] = [(root, "driver")]
+    while stack:
+        process, inherited = stack.pop()
+        try:
+            role = inherited if process is root else _role(process, inherited)
+            times = process.cpu_times()
+            totals[role] += times.user + times.system
+            stack.extend((child, role) for child in process.children())
+        except psutil.Error:
+            continue
+    return totals
+
+
+def _role(process: psutil.Process, parent_role: str) -> str:
+    if parent_role not in ("driver", "ray"):
+        return parent_role  # under an actor: its engine processes, its threads' helpers
+    title = " ".join(process.cmdline()[:1])
+    for role, prefix in ROLE_TITLES:
+        if title.startswith(prefix):
+            return role
+    return "ray"

@@ -5,13 +5,14 @@ was trained (TrainedRecord: which versions produced each trained trajectory)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
 
 from core.records import EngineStats, PoolStats
 from core.types import Batch, Group, Status
-from orchestrator.resources import tree_memory_gib
+from orchestrator.resources import tree_cpu_s, tree_memory_gib
 from rollout.router import placement_skew
 
 
@@ -88,21 +89,31 @@ def _speculation(prefix: str, stats: EngineStats) -> dict[str, float]:
 
 
 class StepClock:
-    """Step time, rollout throughput over the step, elapsed time and memory."""
+    """Step time, rollout throughput over the step, elapsed time, memory, and where the
+    step's CPU time went: `perf/cpu_s/<role>` (driver, learner, rollout, env, ray;
+    orchestrator.resources) and `perf/cpu_busy`, the share of this machine's usable
+    cores they kept busy."""
 
     def __init__(self) -> None:
         self.started = self.last = time.perf_counter()
         self.last_tokens = 0
+        self.last_cpu = tree_cpu_s()
+        self.cores = len(os.sched_getaffinity(0))
 
     def tick(self, generated_tokens: int) -> dict[str, float]:
         now = time.perf_counter()
+        step_s = now - self.last
         metrics = {
-            "perf/rollout_tokens_per_s": (generated_tokens - self.last_tokens) / (now - self.last),
-            "perf/step_s": now - self.last,
+            "perf/rollout_tokens_per_s": (generated_tokens - self.last_tokens) / step_s,
+            "perf/step_s": step_s,
             "perf/elapsed_s": now - self.started,
             "perf/memory_gib": tree_memory_gib(),
         }
-        self.last, self.last_tokens = now, generated_tokens
+        cpu = tree_cpu_s()
+        spent = {role: max(0.0, cpu[role] - self.last_cpu.get(role, 0.0)) for role in cpu}
+        metrics |= {f"perf/cpu_s/{role}": seconds for role, seconds in spent.items()}
+        metrics["perf/cpu_busy"] = sum(spent.values()) / (step_s * self.cores)
+        self.last, self.last_tokens, self.last_cpu = now, generated_tokens, cpu
         return metrics
 
 
