@@ -110,6 +110,10 @@ class Fleet:
         """Load `snapshot` into every live worker; with `background`, start doing so
         and return at once (`synced()` waits for it). One publish at a time."""
         await self.synced()
+        # Ask for the object-store copy now: Ray runs rank 0's calls in the order they
+        # are sent, so it is made before the learner's next step, not after it.
+        for worker_id in self.live_workers:
+            self._payload_for(worker_id, snapshot)
         if background:
             self._publishing = asyncio.create_task(self._publish(snapshot))
             return {}

@@ -261,7 +261,7 @@ def test_the_transport_its_bytes_and_seconds_and_the_digest_cost_are_logged(tmp_
     assert metrics["sync/unconfirmed_tensors"] == 0.0
 
 
-def _off_node_fleet(tmp_path, monkeypatch, transport="auto"):
+def _off_node_fleet(tmp_path, transport="auto"):
     """Worker `near` on the learner's node "n1", `far` on "n2"; the learner's payload
     source records what it was asked for."""
     workers = {"near": FakeWorker("near", node="n1"), "far": FakeWorker("far", node="n2")}
@@ -283,7 +283,7 @@ def _on(node: str, snapshot):
 
 
 def test_workers_off_the_learners_node_get_one_shared_object_store_copy(tmp_path, monkeypatch):
-    fleet, workers, asked = _off_node_fleet(tmp_path, monkeypatch)
+    fleet, workers, asked = _off_node_fleet(tmp_path)
     asyncio.run(fleet.publish(_on("n1", _snapshot(tmp_path, 1))))
     asyncio.run(fleet.publish(_on("n1", _snapshot(tmp_path, 2))))
     assert workers["near"].payloads == [None, None]  # reads the file in place
@@ -292,7 +292,7 @@ def test_workers_off_the_learners_node_get_one_shared_object_store_copy(tmp_path
 
 
 def test_object_store_forced_sends_every_worker_the_bytes(tmp_path, monkeypatch):
-    fleet, workers, asked = _off_node_fleet(tmp_path, monkeypatch, "object_store")
+    fleet, workers, asked = _off_node_fleet(tmp_path, "object_store")
     asyncio.run(fleet.publish(_on("n1", _snapshot(tmp_path, 1))))
     assert workers["near"].payloads == workers["far"].payloads == [["ref-v1"]]
     assert asked == [1]
@@ -302,7 +302,7 @@ def test_a_replacement_on_another_node_gets_the_published_versions_bytes(tmp_pat
     replacement = FakeWorker("near", node="n3")  # came back on another node
     monkeypatch.setattr(fleet_module.actors, "rollout_worker", lambda *args: replacement)
     monkeypatch.setattr(fleet_module.actors, "kill", lambda actor: None)
-    fleet, _, asked = _off_node_fleet(tmp_path, monkeypatch)
+    fleet, _, asked = _off_node_fleet(tmp_path)
     fleet.published = _on("n1", _snapshot(tmp_path, 4))
     asyncio.run(fleet.replace_worker("near"))
     assert fleet.nodes["near"] == "n3" and replacement.payloads == [["ref-v4"]]
@@ -321,3 +321,16 @@ def test_colocated_workers_sleep_at_the_configured_level_split_ones_never():
     assert metrics == {"sync/sleep_s": 0.02, "sync/asleep": 2.0}  # the dead one left out
     fleet.cfg.rollout.sleep_level = 0
     assert asyncio.run(fleet.sleep()) == {}
+
+
+def test_the_object_store_copy_is_asked_for_before_a_background_publish_returns(tmp_path):
+    fleet, workers, asked = _off_node_fleet(tmp_path)
+
+    async def scenario():
+        await fleet.publish(_on("n1", _snapshot(tmp_path, 5)), background=True)
+        asked_before_the_learner_steps_again = list(asked)
+        await fleet.synced()
+        return asked_before_the_learner_steps_again
+
+    assert asyncio.run(scenario()) == [5] and asked == [5]
+    assert workers["far"].payloads == [["ref-v5"]]
