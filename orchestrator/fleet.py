@@ -113,7 +113,8 @@ class Fleet:
         # Ask for the object-store copy now: Ray runs rank 0's calls in the order they
         # are sent, so it is made before the learner's next step, not after it.
         for worker_id in self.live_workers:
-            self._payload_for(worker_id, snapshot)
+            if worker_id in self.nodes:  # an unknown one is asked in _update
+                self._payload_for(worker_id, snapshot)
         if background:
             self._publishing = asyncio.create_task(self._publish(snapshot))
             return {}
@@ -176,8 +177,10 @@ class Fleet:
     async def _update(self, worker_id: str, snapshot: WeightSnapshot) -> SyncResult | None:
         import ray
 
-        payload = self._payload_for(worker_id, snapshot)
         try:
+            if worker_id not in self.nodes:  # a fleet assembled without Fleet.start
+                self.nodes[worker_id] = await self._node_of(self.workers[worker_id], worker_id)
+            payload = self._payload_for(worker_id, snapshot)
             return await bounded(
                 self.workers[worker_id].update_weights.remote(
                     snapshot, self.cfg.rollout.lock, payload

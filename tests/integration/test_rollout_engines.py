@@ -136,7 +136,7 @@ def test_a_sleeping_engine_holds_requests_until_an_update_wakes_it(
     system, _ = running_system
     old = _load_learner_weights(system, spare_worker, 1003, event_loop_runner)
     new = event_loop_runner(system.learner.export_weights(1004))
-    spec = SamplingSpec(max_tokens=8)
+    spec = SamplingSpec(max_tokens=8, ignore_eos=True)
 
     async def asleep_then_updated():
         await spare_worker.sleep.remote(1, "turn")
