@@ -127,6 +127,11 @@ class RolloutConfig:
     """On CPU, pin worker i's engine to core i (mod the core count) so engines
     running side by side do not share a core."""
     max_num_seqs: int = 256
+    engine_spin_s: float = 0.1
+    """How long vLLM's engine-core and worker processes busy-wait for each other's next
+    message before sleeping on a socket (vLLM hard-codes 1 s: after every burst both
+    processes spin a second, a core each, which on CPU is the learner's and the env
+    pools' time; rollout.vllm_plugin caps it)."""
     kv_cache_gib: int = 1
     """VLLM_CPU_KVCACHE_SPACE for CPU engines."""
     gpu_memory_utilization: float = 0.3

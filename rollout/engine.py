@@ -107,6 +107,7 @@ class Engine:
         self.model_path = model_path
         self.return_routed_experts = cfg.return_routed_experts
         self._args = vllm_args(model_path, cfg, dtype, seed)
+        self.spin_s = cfg.engine_spin_s
         self._llm: Any = None
         self._ids = itertools.count()
         self.version = 0
@@ -121,9 +122,10 @@ class Engine:
         from vllm.distributed.weight_transfer.base import WeightTransferInitRequest
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        from rollout.vllm_plugin import register
+        from rollout.vllm_plugin import SPIN_ENV, register
 
         register()  # also runs in vLLM's own processes, through the entry point
+        os.environ[SPIN_ENV] = str(self.spin_s)  # read there by the plugin
         self._llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**self._args))
         await self._llm.init_weight_transfer_engine(WeightTransferInitRequest(init_info={}))
         await self._llm.update_weight_version(str(self.version))

@@ -14,6 +14,7 @@ which weights it holds after an update.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 
@@ -22,6 +23,7 @@ def register() -> None:
 
     register_backend()
     _replace_cpu_expand_kernel()
+    _limit_spin(os.environ.get(SPIN_ENV))
     logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(
         _derived_buffer_notice
     )
@@ -52,6 +54,39 @@ def expand_to_tokens(
     counts = torch.diff(bounds, prepend=bounds.new_zeros(1))
     expanded = torch.repeat_interleave(values, counts)
     output[: expanded.numel()].copy_(expanded)
+
+
+SPIN_ENV = "ASYNCRL_VLLM_SPIN_S"
+"""rollout.engine_spin_s, as the rollout worker hands it to vLLM's processes."""
+
+
+def _limit_spin(seconds: str | None) -> None:
+    """Cap how long a vLLM process busy-waits (sched_yield) for the next message
+    from its peer before it sleeps on a socket: vLLM's SpinCondition spins for
+    `busy_loop_s`, hard-coded to 1 s
+    (vllm/distributed/device_communicators/shm_broadcast.py:138, 206-208), after
+    every read, in the engine core and in each worker. On a GPU machine that
+    hides latency on cores nobody else needs; on CPU it burns the cores the
+    learner and the env pools share."""
+    if seconds is None:
+        return
+    from vllm.distributed.device_communicators import shm_broadcast
+
+    condition = shm_broadcast.SpinCondition
+    if getattr(condition, "asyncrl_spin_s", None) is not None:
+        condition.asyncrl_spin_s = float(seconds)
+        return
+    original = condition.__init__
+
+    def capped(
+        self: Any, is_reader: bool, context: Any, notify_address: str, busy_loop_s: float = 1
+    ) -> None:
+        original(
+            self, is_reader, context, notify_address, min(busy_loop_s, condition.asyncrl_spin_s)
+        )
+
+    condition.asyncrl_spin_s = float(seconds)
+    condition.__init__ = capped
 
 
 def _replace_cpu_expand_kernel() -> None:

@@ -64,3 +64,36 @@ def test_expand_kernel_check_tells_the_stock_shim_from_the_replacement():
         "function": "rollout.vllm_plugin.expand_to_tokens",
         "expands_correctly": True,
     }
+
+
+def test_engine_spin_caps_how_long_vllm_readers_busy_wait(monkeypatch):
+    """rollout.engine_spin_s reaches vLLM's SpinCondition (shm_broadcast.py:138), read
+    in vLLM's processes from the environment the engine sets."""
+    import zmq
+    from vllm.distributed.device_communicators import shm_broadcast
+    from vllm.utils.network_utils import get_open_zmq_ipc_path
+
+    from rollout.vllm_plugin import _limit_spin
+
+    condition = shm_broadcast.SpinCondition
+    monkeypatch.setattr(condition, "__init__", condition.__init__)  # restored afterwards
+    monkeypatch.delattr(condition, "asyncrl_spin_s", raising=False)
+    context = zmq.Context()
+
+    def reader_spin() -> float:
+        reader = condition(True, context, get_open_zmq_ipc_path())
+        spin = reader.busy_loop_s
+        for socket in (reader.local_notify_socket, reader.read_cancel_socket):
+            socket.close(linger=0)
+        reader.write_cancel_socket.close(linger=0)
+        return spin
+
+    try:
+        _limit_spin(None)
+        assert reader_spin() == 1  # vLLM's own
+        _limit_spin("0.05")
+        assert reader_spin() == 0.05
+        _limit_spin("0.2")  # a second engine in the process: the newest value
+        assert reader_spin() == 0.2
+    finally:
+        context.term()
