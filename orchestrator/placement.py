@@ -177,8 +177,11 @@ def pinned_cores(
 
     Workers on a node take its cores in order (wrapping when there are more workers
     than cores). Under split placement the ranks on that node share out the cores no
-    worker took (all of them when none is left); colocated ranks are not pinned.
-    GPU roles are not pinned, nor workers when rollout.bind_cores is off.
+    worker took (all of them when none is left), so the two planes overlap without
+    contending; with trainer.mode=sync nothing overlaps (generation and the learner
+    step take turns), so the ranks share out all of their node's cores. Colocated
+    ranks are not pinned. GPU roles are not pinned, nor workers when
+    rollout.bind_cores is off.
     """
     bind = cfg.rollout.bind_cores and cfg.rollout.gpus_per_worker == 0
     taken: dict[str, list[int]] = defaultdict(list)
@@ -189,7 +192,8 @@ def pinned_cores(
         workers.append(core if bind else None)
     if cfg.placement != "split" or cfg.learner.gpus_per_rank > 0:
         return workers, [None] * len(learner_nodes)
-    return workers, _learner_cores(learner_nodes, node_cores, taken if bind else {})
+    overlapping = bind and cfg.trainer.mode != "sync"
+    return workers, _learner_cores(learner_nodes, node_cores, taken if overlapping else {})
 
 
 def _learner_cores(

@@ -134,6 +134,15 @@ def test_split_cpu_placement_pins_rollout_and_learner_to_disjoint_cores():
     assert pinned_cores(one, ["a"], ["b"], {"a": 2, "b": 3}) == ([0], [(0, 1, 2)])
 
 
+def test_sync_mode_gives_the_learner_every_core_as_generation_and_steps_take_turns():
+    one = _cfg(workers=1, ranks=1)
+    one.trainer.mode = "sync"
+    assert pinned_cores(one, ["a"], ["a"], {"a": 2}) == ([0], [(0, 1)])
+    four = _cfg(workers=2, ranks=2)
+    four.trainer.mode = "sync"
+    assert pinned_cores(four, ["a", "a"], ["a", "a"], {"a": 4}) == ([0, 1], [(0, 2), (1, 3)])
+
+
 def test_colocated_gpus_or_unbound_change_the_pinning():
     colocated = _cfg(workers=1, ranks=1, placement="colocated")
     assert pinned_cores(colocated, ["a"], ["a"], {"a": 2}) == ([0], [None])
