@@ -40,6 +40,7 @@ chaos: install
 # what is done at this commit is skipped), then bench/RESULTS.md and bench/plots/*.png;
 # exits 1 if any failed. `$(PY) -m bench.run_all --fresh` reruns all, `--only NAME`.
 bench: install
+	$(PY) -m pip install --quiet -e ".[$(EXTRA),dev,peer]"  # TRL, for bench.peer
 	$(PY) -m bench.run_all
 
 # The hypothesis fuzzers (tool-call parser, config overrides, env step path) at 10x

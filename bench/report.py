@@ -247,6 +247,40 @@ def _cross_node_sync(r: dict[str, Any]) -> Rendered:
     return Rendered([f"Medians of {r['updates']} updates per size.", "", *lines])
 
 
+def _peer(r: dict[str, Any]) -> Rendered:
+    case = r["case"]
+    rows = [
+        [
+            name,
+            _num(s["samples_per_s"], 1),
+            _num(s["step_s"], 2),
+            _num(s["startup_s"], 1),
+            _num(s["shutdown_s"], 1),
+            _num(s["process_s"], 1),
+            "n/a" if s["reward_at_equal_time"] is None else _num(s["reward_at_equal_time"], 3),
+            _num(s["held_out_accuracy"], 2),
+        ]
+        for name, s in r["sides"].items()
+    ]
+    header = ["side", "samples/s", "s/step", "start-up s", "shut-down s", "process s"]
+    lines = _table([*header, "reward at equal loop time", "held-out accuracy"], rows)
+    trl = r["sides"]["trl"]
+    goals = []
+    for name, s in r["sides"].items():
+        if name != "trl":
+            speed = _ratio(s["samples_per_s"], trl["samples_per_s"])
+            goals.append(Goal(f"{name} / TRL samples/s, {case['name']} case", speed, ">=", 1.2))
+            wall = _ratio(s["process_s"], trl["process_s"])
+            goals.append(Goal(f"{name} / TRL process time, {case['name']} case", wall, "<=", 1.0))
+    intro = (
+        f"{case['name']} case: {case['steps']} steps x 128 samples, at most "
+        f"{case['max_new_tokens']} new tokens; reward at equal loop time "
+        f"{_num(r['equal_loop_time_s'], 0)} s; held-out greedy accuracy of the start policy "
+        f"{_num(r['held_out_start_accuracy'], 2)}."
+    )
+    return Rendered([intro, "", *lines], goals)
+
+
 def _envs(r: dict[str, Any]) -> Rendered:
     scales = sorted(r["scales"], key=lambda s: s["episodes"])
     base = scales[0]["episodes_per_s"]
@@ -441,6 +475,14 @@ SECTIONS = {
         "and seed; wall time excludes start-up.",
         _async_vs_sync,
         charts.async_vs_sync,
+    ),
+    "peer": Section(
+        "Peer: TRL's GRPOTrainer",
+        "TRL 1.16's GRPOTrainer (CPU, no vLLM) and asyncrl in sync and async mode on the same "
+        "start policy and one-turn calculator task with matched hyper-parameters "
+        "(bench/peer.py says which); each side in its own process.",
+        _peer,
+        None,
     ),
     "memory": Section(
         "Memory",

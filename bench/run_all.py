@@ -67,6 +67,8 @@ BENCHES = (
         1500,
         420,
     ),
+    # TRL's GRPOTrainer vs asyncrl sync and async, 60 steps each (needs the peer extra)
+    Bench("peer", ("--case", "tiny"), 1800, 480),
     # a 10-step default run (`make run`, shortened), process tree sampled every 0.5 s
     Bench("memory", ("--steps", "10"), 900, 120),
 )

@@ -93,6 +93,24 @@ RESULTS = {
             },
         },
     },
+    "peer": {
+        "case": {"name": "tiny", "max_new_tokens": 20, "steps": 60},
+        "equal_loop_time_s": 66.0,
+        "held_out_start_accuracy": 0.05,
+        "sides": {
+            name: {
+                "samples_per_s": rate,
+                "step_s": 1.0,
+                "startup_s": 9.0,
+                "shutdown_s": 0.0,
+                "process_s": wall,
+                "reward_at_equal_time": 0.18,
+                "held_out_accuracy": 0.1,
+            }
+            for name, rate, wall in (("trl", 100.0, 80.0), ("asyncrl_async", 130.0, 70.0))
+        },
+        "ratios": {},
+    },
     "envs": {
         "pools": 2,
         "scales": [_scale(1000, 500.0), _scale(4000, 1000.0), _scale(10000, 1500.0)],
@@ -243,7 +261,7 @@ def test_envs_and_learner_relative(report):
 def test_goals_summary_and_commands(report):
     _, text, _ = report
     summary = text.split("## Goals", 1)[1].split("\n## ", 1)[0]
-    assert summary.count("goal met") == 5 and summary.count("not met") == 3
+    assert summary.count("goal met") == 7 and summary.count("not met") == 3  # peer: 2 met
     assert "python -m bench.rollout --x 1" in text
     assert "![envs](plots/envs.png)" in text
 
@@ -263,10 +281,20 @@ def test_cross_node_sync_shows_both_ratios(report):
     assert "| small | 4.0 | 1.00x | 1.60x | 0.050 | 0.050 | 0.025 | 0.005 |" in section
 
 
+def test_peer_goals_are_judged_against_trl(report):
+    _, text, _ = report
+    assert (
+        "| peer | asyncrl_async / TRL samples/s, tiny case | 1.30x | >= 1.2x | goal met |" in text
+    )
+    assert (
+        "| peer | asyncrl_async / TRL process time, tiny case | 0.88x | <= 1x | goal met |" in text
+    )
+
+
 def test_plots_written(report):
     _, _, plots = report
     for name in RESULTS:
-        if name not in ("memory", "cross_node_sync"):  # the latter is a table only
+        if name not in ("memory", "cross_node_sync", "peer"):  # the last two: tables only
             png = plots / f"{name}.png"
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
@@ -278,7 +306,14 @@ def test_missing_or_incomplete_records_fail(tmp_path):
     _write(results, "envs", RESULTS["envs"])
     out = tmp_path / "RESULTS.md"
     failed = write_report({}, NAMES, results_dir=results, out=out)  # --report-only, no runs.json
-    assert failed == ["weight_sync", "cross_node_sync", "learner", "rollout", "async_vs_sync"]
+    assert failed == [
+        "weight_sync",
+        "cross_node_sync",
+        "learner",
+        "rollout",
+        "async_vs_sync",
+        "peer",
+    ]
     text = out.read_text()
     assert "incomplete (KeyError" in text
     assert "python -m bench.memory --x 1" in text  # rebuilt from the record's argv
