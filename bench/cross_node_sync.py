@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.preamble import environment, parser
+from bench.preamble import environment
 from bench.record import write_json
-from bench.weight_sync import SIZES, ensure_model
+from bench.weight_sync import SIZES, ensure_model, size_args
 from core.config import Config, RolloutConfig
 from core.shm import DEFAULT_ROOT, remove_snapshot, snapshot_bytes, write_snapshot
 
@@ -158,12 +158,7 @@ def _print_table(results: dict[str, dict[str, Any]], updates: int) -> None:
 
 
 def _parse() -> argparse.Namespace:
-    args = parser(__doc__)
-    args.add_argument("--updates", type=int, default=3, help="measured updates per size")
-    args.add_argument(
-        "--sizes", default=",".join(SIZES), help=f"comma-separated, of {', '.join(SIZES)}"
-    )
-    return args.parse_args()
+    return size_args(__doc__)
 
 
 if __name__ == "__main__":

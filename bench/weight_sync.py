@@ -291,13 +291,19 @@ def _print(name: str, r: dict[str, Any]) -> None:
     )
 
 
-def _parse() -> argparse.Namespace:
-    args = parser(__doc__)
+def size_args(doc: str | None) -> argparse.Namespace:
+    """The command line: `--updates`, `--sizes` (of SIZES), `--json`; `doc` is the help
+    (bench.cross_node_sync takes the same)."""
+    args = parser(doc)
     args.add_argument("--updates", type=int, default=3, help="measured updates per size")
     args.add_argument(
         "--sizes", default=",".join(SIZES), help=f"comma-separated, of {', '.join(SIZES)}"
     )
     return args.parse_args()
+
+
+def _parse() -> argparse.Namespace:
+    return size_args(__doc__)
 
 
 if __name__ == "__main__":
