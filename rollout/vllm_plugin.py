@@ -73,19 +73,17 @@ def _limit_spin(seconds: str | None) -> None:
     from vllm.distributed.device_communicators import shm_broadcast
 
     condition = shm_broadcast.SpinCondition
-    if getattr(condition, "asyncrl_spin_s", None) is not None:
-        condition.asyncrl_spin_s = float(seconds)
+    condition.asyncrl_spin_s = float(seconds)  # the newest engine's value wins
+    if hasattr(condition, "asyncrl_vllm_init"):
         return
-    original = condition.__init__
+    condition.asyncrl_vllm_init = condition.__init__
 
     def capped(
         self: Any, is_reader: bool, context: Any, notify_address: str, busy_loop_s: float = 1
     ) -> None:
-        original(
-            self, is_reader, context, notify_address, min(busy_loop_s, condition.asyncrl_spin_s)
-        )
+        cap = getattr(condition, "asyncrl_spin_s", busy_loop_s)
+        condition.asyncrl_vllm_init(self, is_reader, context, notify_address, min(busy_loop_s, cap))
 
-    condition.asyncrl_spin_s = float(seconds)
     condition.__init__ = capped
 
 

@@ -49,7 +49,8 @@ def test_an_actors_descendants_count_for_its_role():
             child.kill()
         process.kill()
     assert spent["rollout"] >= BUSY_S * 0.9
-    assert spent["learner"] == spent["env"] == 0.0
+    # (other roles may tick: the session's Ray actors are this process's children too)
+    assert spent["learner"] < BUSY_S / 2 and spent["env"] < BUSY_S / 2
 
 
 def test_an_untitled_child_is_rays_and_the_step_clock_reports_each_role():
@@ -63,5 +64,5 @@ def test_an_untitled_child_is_rays_and_the_step_clock_reports_each_role():
             child.kill()
         process.kill()
     assert metrics["perf/cpu_s/ray"] >= BUSY_S * 0.9
-    assert metrics["perf/cpu_s/rollout"] == 0.0
+    assert metrics["perf/cpu_s/rollout"] < BUSY_S / 2
     assert 0.0 < metrics["perf/cpu_busy"] <= 1.0

@@ -76,7 +76,12 @@ def test_engine_spin_caps_how_long_vllm_readers_busy_wait(monkeypatch):
     from rollout.vllm_plugin import _limit_spin
 
     condition = shm_broadcast.SpinCondition
-    monkeypatch.setattr(condition, "__init__", condition.__init__)  # restored afterwards
+    # vLLM's own __init__ for this test (an Engine started in this process may have
+    # capped it already); all three restored afterwards
+    monkeypatch.setattr(
+        condition, "__init__", getattr(condition, "asyncrl_vllm_init", condition.__init__)
+    )
+    monkeypatch.delattr(condition, "asyncrl_vllm_init", raising=False)
     monkeypatch.delattr(condition, "asyncrl_spin_s", raising=False)
     context = zmq.Context()
 
