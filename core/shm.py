@@ -74,9 +74,6 @@ def write_snapshot(
             )
         )
         offset += -(-nbytes // ALIGN) * ALIGN
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".partial")
     buffer = torch.zeros(max(offset, 1), dtype=torch.uint8)
     for (_, tensor), entry in zip(tensors, entries, strict=True):
         flat = tensor.reshape(-1).view(torch.uint8) if tensor.numel() else tensor.view(torch.uint8)
@@ -86,9 +83,7 @@ def write_snapshot(
         dataclasses.replace(e, checksum=bytes_checksum(raw[e.offset : e.offset + e.nbytes]))
         for e in entries
     ]
-    with open(tmp, "wb") as handle:
-        handle.write(raw)  # the buffer itself, no bytes copy
-    os.replace(tmp, path)  # readers never see a half-written snapshot
+    _write_whole(Path(path), raw)
     return WeightSnapshot(version, str(path), tuple(entries), offset)
 
 
@@ -122,13 +117,18 @@ def stage_snapshot(
 ) -> WeightSnapshot:
     """`data` (a snapshot's bytes, from another node) written to `path` in this node's
     shared memory: the same entries, now readable here."""
-    path = Path(path)
+    _write_whole(Path(path), data)
+    return dataclasses.replace(snapshot, path=str(path), node_id=node_id)
+
+
+def _write_whole(path: Path, data: np.ndarray) -> None:
+    """`data`'s buffer (no bytes copy) to `path`, through a partial file renamed into
+    place: readers never see a half-written snapshot."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".partial")
     with open(tmp, "wb") as handle:
         handle.write(data)
     os.replace(tmp, path)
-    return dataclasses.replace(snapshot, path=str(path), node_id=node_id)
 
 
 def remove_snapshot(snapshot: WeightSnapshot) -> None:

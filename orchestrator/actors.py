@@ -136,13 +136,6 @@ def actor_options(cfg: Config, role: Role, index: int) -> dict[str, Any]:
     return {"num_cpus": seat.num_cpus, "num_gpus": seat.num_gpus, "scheduling_strategy": strategy}
 
 
-def seat_resources(cfg: Config, role: Role, index: int) -> str:
-    """What the bundle of `role`'s actor `index` reserves, for log lines."""
-    wanted = plan(cfg)
-    bundle = wanted.group(wanted.seat(role, index).group).bundles[wanted.seat(role, index).bundle]
-    return ", ".join(f"{v:g} {k}" for k, v in bundle.resources().items())
-
-
 @dataclass(frozen=True)
 class Reservation:
     """A plan's placement groups, ready, and the cores each CPU actor is pinned to."""

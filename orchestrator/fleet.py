@@ -41,7 +41,7 @@ from core.shm import WeightSnapshot, remove_snapshot
 from core.transports import SHM, hop
 from core.waits import bounded
 from orchestrator import actors
-from orchestrator.placement import Role
+from orchestrator.placement import Role, fmt, plan
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,8 @@ class Fleet:
         )
         pools = [actors.env_pool(cfg, model_path, workers, i) for i in range(cfg.env.num_pools)]
         fleet = cls(cfg, model_path, workers, pools)
-        for worker_id, handle in workers.items():
-            fleet.nodes[worker_id] = await fleet._node_of(handle, worker_id)
+        nodes = await asyncio.gather(*[fleet._node_of(h, w) for w, h in workers.items()])
+        fleet.nodes = dict(zip(workers, nodes, strict=True))
         return fleet
 
     @property
@@ -231,7 +231,7 @@ class Fleet:
             "%s: starting its replacement in its placement bundle (%s), on whichever live "
             "node Ray re-placed it; waiting at most rollout.startup_timeout_s=%.0fs",
             worker_id,
-            actors.seat_resources(self.cfg, Role.rollout, index),
+            fmt(plan(self.cfg).bundle(Role.rollout, index).resources()),
             self.cfg.rollout.startup_timeout_s,
         )
         handle = actors.rollout_worker(self.cfg, self.model_path, index)

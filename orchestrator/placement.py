@@ -101,6 +101,11 @@ class PlacementPlan:
     def group(self, name: Role) -> GroupPlan:
         return next(g for g in self.groups if g.name == name)
 
+    def bundle(self, role: Role, index: int) -> Bundle:
+        """The bundle actor `index` of `role` sits in."""
+        seat = self.seat(role, index)
+        return self.group(seat.group).bundles[seat.bundle]
+
 
 def plan(cfg: Config) -> PlacementPlan:
     """The placement groups and seats `cfg` asks for."""
@@ -156,14 +161,14 @@ def shortfall(
         missing = {k: v - left.get(k, 0.0) for k, v in need.items() if v > left.get(k, 0.0)}
         if any(v > EPSILON for v in missing.values()):
             return (
-                f"cannot place {group.label}: missing {_fmt(missing)} (needs {_fmt(need)}; "
-                f"the Ray cluster has {_fmt(left)} left of {_fmt(total)})"
+                f"cannot place {group.label}: missing {fmt(missing)} (needs {fmt(need)}; "
+                f"the Ray cluster has {fmt(left)} left of {fmt(total)})"
             )
         for bundle in set(group.bundles):
             if not any(_fits(bundle.resources(), node) for node in nodes):
                 return (
-                    f"cannot place {group.label}: one bundle needs {_fmt(bundle.resources())} "
-                    f"on a single node, and no node has it (largest: {_fmt(_largest(nodes))})"
+                    f"cannot place {group.label}: one bundle needs {fmt(bundle.resources())} "
+                    f"on a single node, and no node has it (largest: {fmt(_largest(nodes))})"
                 )
         left = {k: v - need.get(k, 0.0) for k, v in left.items()}
     return None
@@ -226,7 +231,8 @@ RAY_BOOKKEEPING = ("memory", "object_store_memory", "node:", "accelerator_type:"
 are placement groups' own, `CPU_group_<id>`)."""
 
 
-def _fmt(resources: dict[str, float]) -> str:
+def fmt(resources: dict[str, float]) -> str:
+    """Resources as a log line shows them (`0.01 CPU, 1 GPU`), Ray's bookkeeping left out."""
     shown = [
         f"{v:g} {k}"
         for k, v in sorted(resources.items())

@@ -37,6 +37,7 @@ class RolloutWorker:
         self.worker_id = worker_id
         self.sync_draft = cfg.speculative.sync_draft
         self.weight_transport = cfg.weight_transport
+        self.node_id = Placement.here().node_id  # an actor never changes node
         self.engine = Engine(model_path, cfg, dtype, seed)
 
     async def start(self) -> str:
@@ -58,10 +59,9 @@ class RolloutWorker:
         """Load `snapshot`: in place when it lies in this node's shared memory, else
         from `payload` (a ref to its bytes in Ray's object store), staged here first
         (core.transports decides which; rollout.staging stages)."""
-        here = Placement.here().node_id
-        if hop(self.weight_transport, snapshot.node_id, here) == SHM:
+        if hop(self.weight_transport, snapshot.node_id, self.node_id) == SHM:
             return await self.engine.update_weights(snapshot, lock, self.sync_draft)
-        staged, fetched = await fetch(snapshot, payload, self.worker_id, here)
+        staged, fetched = await fetch(snapshot, payload, self.worker_id, self.node_id)
         try:
             sync = await self.engine.update_weights(staged, lock, self.sync_draft)
         finally:
