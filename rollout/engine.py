@@ -17,7 +17,8 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,7 @@ from core.choices import RolloutLock
 from core.digest import combine
 from core.records import EngineStats, SyncResult, Transfer
 from core.shm import WeightSnapshot
-from rollout.engine_args import vllm_args
+from rollout.engine_args import one_process, vllm_args
 from rollout.transport import TRANSPORT
 from rollout.vllm_outputs import EngineError, expand_versions, reported_routing, tokens_prompt
 
@@ -101,12 +102,22 @@ class Loaded:
 class Engine:
     """One AsyncLLM. `start()` must be awaited before anything else."""
 
-    def __init__(self, model_path: str, cfg: RolloutConfig, dtype: str = "float32", seed: int = 0):
+    def __init__(
+        self,
+        model_path: str,
+        cfg: RolloutConfig,
+        dtype: str = "float32",
+        seed: int = 0,
+        core: int | None = None,
+    ):
         """An engine for `model_path` configured by `cfg` (`vllm_args`), its weights in
-        `dtype` (model.dtype), sampling seeded with `seed` (trainer.seed)."""
+        `dtype` (model.dtype), sampling seeded with `seed` (trainer.seed); on CPU,
+        bound to `core` if given (its model then runs in the engine-core process,
+        on that core)."""
         self.model_path = model_path
         self.return_routed_experts = cfg.return_routed_experts
-        self._args = vllm_args(model_path, cfg, dtype, seed)
+        self.core = core
+        self._args = vllm_args(model_path, cfg, dtype, seed, core)
         self.spin_s = cfg.engine_spin_s
         self._llm: Any = None
         self._ids = itertools.count()
@@ -126,7 +137,8 @@ class Engine:
 
         register()  # also runs in vLLM's own processes, through the entry point
         os.environ[SPIN_ENV] = str(self.spin_s)  # read there by the plugin
-        self._llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**self._args))
+        with _engine_process_born(self._args, self.core):
+            self._llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**self._args))
         await self._llm.init_weight_transfer_engine(WeightTransferInitRequest(init_info={}))
         await self._llm.update_weight_version(str(self.version))
         log.info("vLLM engine up for %s (pid %d)", self.model_path, os.getpid())
@@ -288,6 +300,11 @@ class Engine:
             out.append(float(entry[token].logprob))
         return out
 
+    async def processes(self, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+        """Per vLLM process that runs the model: its pid, its parent's, and the cores
+        it may run on (rollout.vllm_plugin.WorkerInspection.asyncrl_process)."""
+        return await self.llm.collective_rpc("asyncrl_process", timeout=timeout_s)
+
     async def expand_kernel_in_use(self, timeout_s: float = 60.0) -> list[dict[str, Any]]:
         """Per vLLM worker process, what its rejection sampler runs for
         `expand_kernel` and whether that expands correctly (asyncrl's plugin
@@ -375,3 +392,35 @@ class Engine:
 
     def _busy_elapsed(self) -> float:
         return 0.0 if self._busy_since is None else time.perf_counter() - self._busy_since
+
+
+MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
+
+
+@contextmanager
+def _engine_process_born(args: dict[str, Any], core: int | None) -> Iterator[None]:
+    """While AsyncLLM spawns its engine-core process (AsyncLLM always runs the engine
+    core in its own process: vllm/v1/engine/async_llm.py:184). With `one_process`,
+    vLLM's CPU platform is told to keep the `uni` executor (it keeps it when
+    VLLM_ENABLE_V1_MULTIPROCESSING is 0: vllm/platforms/cpu.py:333-341; the sync
+    LLMEngine is the only other reader, vllm/v1/engine/llm_engine.py:170), and the
+    starting thread is bound to `core`, so the engine process is born on it (a
+    Linux child inherits the affinity of the thread that forks it). Both are undone
+    afterwards: nothing else in this process changes."""
+    if not one_process(args):
+        yield
+        return
+    saved_env = os.environ.get(MULTIPROCESSING_ENV)
+    saved_cores = os.sched_getaffinity(0)
+    os.environ[MULTIPROCESSING_ENV] = "0"
+    if core is not None:
+        os.sched_setaffinity(0, {core})
+    try:
+        yield
+    finally:
+        if core is not None:
+            os.sched_setaffinity(0, saved_cores)
+        if saved_env is None:
+            os.environ.pop(MULTIPROCESSING_ENV, None)
+        else:
+            os.environ[MULTIPROCESSING_ENV] = saved_env

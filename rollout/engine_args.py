@@ -48,9 +48,12 @@ def check_supported(return_routed_experts: bool, quantization: str | None = None
         raise EngineUnsupported("FP8 rollout needs a GPU: vLLM's CPU build has no fp8 kernels")
 
 
-def vllm_args(model_path: str, cfg: RolloutConfig, dtype: str, seed: int) -> dict[str, Any]:
+def vllm_args(
+    model_path: str, cfg: RolloutConfig, dtype: str, seed: int, core: int | None = None
+) -> dict[str, Any]:
     """vLLM's AsyncEngineArgs for an engine of `model_path` as `cfg` asks for it
-    (rollout.engine_args last: they override the rest)."""
+    (rollout.engine_args last: they override the rest). `core`: the one CPU core the
+    engine is bound to, if any (see `one_process`)."""
     args: dict[str, Any] = dict(
         model=model_path,
         dtype=dtype,
@@ -80,4 +83,25 @@ def vllm_args(model_path: str, cfg: RolloutConfig, dtype: str, seed: int) -> dic
         # Inside a placement group vLLM would pick its Ray executor and ask Ray for
         # GPUs the worker already holds (vllm/config/parallel.py:1066-1075).
         args |= {"tensor_parallel_size": cfg.gpus_per_worker, "distributed_executor_backend": "mp"}
+    if core is not None and cfg.gpus_per_worker == 0:
+        args["distributed_executor_backend"] = UNI
     return args | dict(cfg.engine_args)
+
+
+UNI = "uni"
+"""vLLM's executor that runs the model in the engine-core process itself (its default
+for one GPU)."""
+
+
+def one_process(args: dict[str, Any]) -> bool:
+    """Whether an engine with these args runs its model inside the engine-core process
+    on CPU. A CPU worker bound to one core does: vLLM's CPU platform otherwise turns
+    `uni` into a separate worker process (vllm/platforms/cpu.py:333-341, so that
+    it can set the OpenMP environment of a multi-core worker), which costs a third
+    spawned interpreter that imports vLLM again at start-up (~6 s of the engine's
+    ~19 s on this machine) and a shared-memory queue between two processes that
+    busy-wait on each other at every step. One core, one torch thread (vLLM's
+    engine core sets it): there is no OpenMP environment to set."""
+    return (
+        args.get("distributed_executor_backend") == UNI and args.get("tensor_parallel_size", 1) == 1
+    )

@@ -146,6 +146,12 @@ class WorkerInspection:
 
         return {**expand_kernel_in_use(), "pid": os.getpid()}
 
+    def asyncrl_process(self) -> dict[str, Any]:
+        """This worker's process: its pid, its parent's, and the cores it may run on."""
+        import os
+
+        return {"pid": os.getpid(), "ppid": os.getppid(), "cores": sorted(os.sched_getaffinity(0))}
+
     def asyncrl_loaded_weights(self) -> dict[str, Any]:
         """The last weight update's version and per-tensor checksums as this worker's
         model holds them (rollout.transport records them while it loads), the

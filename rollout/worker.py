@@ -38,7 +38,7 @@ class RolloutWorker:
         self.sync_draft = cfg.speculative.sync_draft
         self.weight_transport = cfg.weight_transport
         self.node_id = Placement.here().node_id  # an actor never changes node
-        self.engine = Engine(model_path, cfg, dtype, seed)
+        self.engine = Engine(model_path, cfg, dtype, seed, self.core)
 
     async def start(self) -> str:
         await self.engine.start()
@@ -86,6 +86,14 @@ class RolloutWorker:
     def placement(self) -> Placement:
         """Where this worker runs; its cores are its engine's when it is bound to one."""
         return Placement.here(None if self.core is None else (self.core,))
+
+    async def engine_processes(self) -> list[dict[str, Any]]:
+        """The vLLM processes that run this worker's model (Engine.processes), each
+        with `spawned_by_worker`: whether this actor's process started it."""
+        return [
+            {**p, "spawned_by_worker": p["ppid"] == os.getpid()}
+            for p in await self.engine.processes()
+        ]
 
     def health(self) -> WorkerHealth:
         return WorkerHealth(self.worker_id, self.engine.version, os.getpid())

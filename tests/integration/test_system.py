@@ -98,3 +98,23 @@ def test_real_engine_trajectory_is_token_exact(running_system, tiny_policy, even
 
 def system_version(system, run) -> int:
     return run(system.fleet.worker_stats())["rollout-0"].version
+
+
+def test_each_cpu_engine_runs_its_model_in_one_process_on_its_own_core(
+    running_system, event_loop_runner
+):
+    """A rollout worker bound to a core runs vLLM's model in the engine-core process
+    it spawned (no separate worker process: rollout.engine_args.one_process), and that
+    process is confined to the worker's core, the one the placement table shows."""
+    system, _ = running_system
+    shown = {name: p.cores for role, name, p in event_loop_runner(system.placements())}
+    cores = set()
+    for worker_id, handle in system.fleet.workers.items():
+        processes = event_loop_runner(handle.engine_processes.remote())
+        assert len(processes) == 1, processes
+        (process,) = processes
+        assert process["spawned_by_worker"], f"{worker_id}'s model runs a process further down"
+        assert tuple(process["cores"]) == shown[worker_id]
+        assert len(shown[worker_id]) == 1
+        cores |= set(shown[worker_id])
+    assert len(cores) == len(system.fleet.workers), "two engines share a core"

@@ -60,3 +60,33 @@ def test_every_lock_policy_pauses_in_a_mode_vllm_knows(lock):
 
     assert PAUSE_MODES[lock] in typing.get_args(PauseMode)
     assert PAUSE_MODES[str(lock)] == PAUSE_MODES[lock]  # a plain string finds it too
+
+
+def test_an_engine_bound_to_one_cpu_core_runs_its_model_in_the_engine_process():
+    from rollout.engine_args import one_process
+
+    bound = vllm_args("/models/p", RolloutConfig(), "float32", seed=0, core=1)
+    assert bound["distributed_executor_backend"] == "uni" and one_process(bound)
+    unbound = vllm_args("/models/p", RolloutConfig(), "float32", seed=0)
+    assert "distributed_executor_backend" not in unbound and not one_process(unbound)
+    gpu = vllm_args("/models/p", RolloutConfig(gpus_per_worker=2), "float32", seed=0, core=1)
+    assert gpu["distributed_executor_backend"] == "mp" and not one_process(gpu)
+    mine = RolloutConfig(engine_args={"distributed_executor_backend": "mp"})
+    assert not one_process(vllm_args("/models/p", mine, "float32", seed=0, core=1))
+
+
+def test_the_engine_process_is_born_on_its_core_and_nothing_else_changes(monkeypatch):
+    import os
+
+    from rollout.engine import MULTIPROCESSING_ENV, _engine_process_born
+
+    monkeypatch.delenv(MULTIPROCESSING_ENV, raising=False)
+    before = os.sched_getaffinity(0)
+    core = max(before)
+    bound = vllm_args("/models/p", RolloutConfig(), "float32", seed=0, core=core)
+    with _engine_process_born(bound, core):
+        assert os.environ[MULTIPROCESSING_ENV] == "0"  # vLLM's CPU platform keeps `uni`
+        assert os.sched_getaffinity(0) == {core}  # what a spawned child inherits
+    assert MULTIPROCESSING_ENV not in os.environ and os.sched_getaffinity(0) == before
+    with _engine_process_born(vllm_args("/models/p", RolloutConfig(), "float32", 0), None):
+        assert MULTIPROCESSING_ENV not in os.environ and os.sched_getaffinity(0) == before
