@@ -211,6 +211,12 @@ class LearnerConfig:
     grad_clip: float = 1.0
     micro_batch_tokens: int = 16384
     """Padded tokens per micro-batch; a step accumulates as many as the batch needs."""
+    share_prefix: bool = True
+    """Samples of a micro-batch that share a prompt (a group's) have it computed once,
+    their continuations attending to its keys and values (learner/shared_prefix.py):
+    the same loss and gradient, fewer positions forwarded (`learner/forward_tokens`).
+    Off for models with sliding-window or linear attention, and for samples that carry
+    MoE routing to replay."""
     threads: int = 2
     """torch threads in each learner process."""
     deepspeed: dict[str, Any] = field(default_factory=dict)

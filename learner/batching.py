@@ -17,6 +17,7 @@ import torch
 
 from core.types import Batch, RoutedExperts
 from learner.algos.base import Algorithm, aggregation_weights
+from learner.shared_prefix import Prefixes, prompt_lengths, split_prompts
 
 
 @dataclass
@@ -34,6 +35,11 @@ class Sample:
 
 @dataclass
 class MicroBatch:
+    """Padded samples and, per target token, what the loss needs. Without `prefixes`
+    the inputs are whole samples [B, T] and target t is token t + 1 ([B, T-1]); with
+    them the inputs are the samples' continuations after their shared prompts [B, S]
+    and target j is continuation token j ([B, S])."""
+
     input_ids: torch.Tensor
     """[B, T] right-padded."""
     attention_mask: torch.Tensor
@@ -48,10 +54,18 @@ class MicroBatch:
     """[B, T, layers, k] the engine's experts for each input position (R3)."""
     routing_mask: torch.Tensor | None = None
     """[B, T] where `routing` is known: every position of a sample the engine reported."""
+    prefixes: Prefixes | None = None
+    """The distinct prompts the samples continue (learner.shared_prefix), if shared."""
 
     @property
     def num_tokens(self) -> int:
         return int(self.loss_mask.sum())
+
+    @property
+    def forward_tokens(self) -> int:
+        """Positions the model computes for this micro-batch, padding included."""
+        shared = 0 if self.prefixes is None else self.prefixes.ids.numel()
+        return self.input_ids.numel() + shared
 
 
 def collect_samples(batch: Batch, algorithm: Algorithm) -> list[Sample]:
@@ -87,11 +101,12 @@ def plan_micro_batches(
     world_size: int,
     pad_id: int,
     loss_agg: str = "token-mean",
+    share_prefix: bool = False,
 ) -> list[MicroBatch | None]:
     """Micro-batches whose padded size stays within `token_budget`, sorted by
     length; the list length is a multiple of `world_size` (None = empty slot).
     Token weights follow `loss_agg` over the whole batch, so the sum over all
-    micro-batches (and ranks) is the batch loss."""
+    micro-batches (and ranks) is the batch loss. `share_prefix`: see `collate`."""
     lengths = [sum(s.loss_mask) for s in samples]
     for sample, weight in zip(samples, aggregation_weights(lengths, loss_agg), strict=True):
         sample.weight = weight
@@ -102,18 +117,35 @@ def plan_micro_batches(
         sample = samples[index]
         width = max([len(s.tokens) for s in current] + [len(sample.tokens)])
         if current and width * (len(current) + 1) > token_budget:
-            plan.append(collate(current, pad_id))
+            plan.append(collate(current, pad_id, share_prefix))
             current = []
         current.append(sample)
     if current:
-        plan.append(collate(current, pad_id))
+        plan.append(collate(current, pad_id, share_prefix))
     while len(plan) % world_size:
         plan.append(None)
     return plan
 
 
-def collate(samples: list[Sample], pad_id: int) -> MicroBatch:
-    width = max(len(s.tokens) for s in samples)
+def collate(samples: list[Sample], pad_id: int, share_prefix: bool = False) -> MicroBatch:
+    """`samples` as one micro-batch; with `share_prefix`, each distinct prompt once and
+    the samples as its continuations (when two share one and none carries routing)."""
+    tokens = [s.tokens for s in samples]
+    routed = any(s.routed_experts is not None for s in samples)
+    lengths = prompt_lengths(tokens, [s.loss_mask for s in samples]) if share_prefix else None
+    if lengths is None or routed:
+        return _padded(samples, [0] * len(samples), pad_id, shift=1)
+    shared = _padded(samples, lengths, pad_id, shift=0)
+    shared.prefixes = split_prompts(tokens, lengths, pad_id)
+    return shared
+
+
+def _padded(samples: list[Sample], starts: list[int], pad_id: int, shift: int) -> MicroBatch:
+    """Each sample from `starts[i]` on, right-padded; the per-token fields of the
+    targets, which are the inputs shifted left by `shift` (1: whole samples, each
+    position predicts the next; 0: continuations, predicted from one position back)."""
+    pieces = [s.tokens[start:] for s, start in zip(samples, starts, strict=True)]
+    width = max(len(p) for p in pieces)
     rows = len(samples)
     ids = torch.full((rows, width), pad_id, dtype=torch.long)
     attention = torch.zeros((rows, width), dtype=torch.long)
@@ -121,25 +153,24 @@ def collate(samples: list[Sample], pad_id: int) -> MicroBatch:
     behavior = torch.zeros((rows, width), dtype=torch.float32)
     advantages = torch.zeros((rows, width), dtype=torch.float32)
     weights = torch.zeros((rows, width), dtype=torch.float32)
-    for row, sample in enumerate(samples):
-        n = len(sample.tokens)
-        ids[row, :n] = torch.tensor(sample.tokens)
+    for row, (sample, start) in enumerate(zip(samples, starts, strict=True)):
+        n = len(sample.tokens) - start
+        ids[row, :n] = torch.tensor(sample.tokens[start:])
         attention[row, :n] = 1
-        mask[row, :n] = torch.tensor(sample.loss_mask, dtype=torch.float32)
-        behavior[row, :n] = torch.tensor(sample.behavior_logprobs, dtype=torch.float32)
+        mask[row, :n] = torch.tensor(sample.loss_mask[start:], dtype=torch.float32)
+        behavior[row, :n] = torch.tensor(sample.behavior_logprobs[start:], dtype=torch.float32)
         advantages[row, :n] = sample.advantage
         weights[row, :n] = sample.weight
-    # Position t predicts token t+1: targets and their per-token fields shift left.
-    target_mask = mask[:, 1:]
-    routing, routing_mask = collate_routing(samples, width)
+    target_mask = mask[:, shift:]
+    routing, routing_mask = collate_routing(samples, width) if shift else (None, None)
     return MicroBatch(
         input_ids=ids,
         attention_mask=attention,
         loss_mask=target_mask,
-        targets=ids[:, 1:],
-        behavior_logprobs=behavior[:, 1:],
-        advantages=advantages[:, 1:],
-        weights=target_mask * weights[:, 1:],
+        targets=ids[:, shift:],
+        behavior_logprobs=behavior[:, shift:],
+        advantages=advantages[:, shift:],
+        weights=target_mask * weights[:, shift:],
         routing=routing,
         routing_mask=routing_mask,
     )

@@ -30,6 +30,7 @@ from learner.setup import (
     restore_rng,
     rng_states,
 )
+from learner.shared_prefix import forward_logits, supports_shared_prefix
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Trainer:
         self.pad_id = int(self.engine.module.config.pad_token_id or 0)
         self.routing_replay = self._routing_replay()
         self.reference = reference_model(model_path, cfg) if algo.kl_coef > 0 else None
+        self.share_prefix = cfg.share_prefix and supports_shared_prefix(self.engine.module)
 
     # -- training ---------------------------------------------------------------
 
@@ -72,6 +74,7 @@ class Trainer:
             self.rank.world_size,
             self.pad_id,
             self.algorithm.loss_agg,
+            self.share_prefix,
         )
         sums: dict[str, float] = {}
         own = plan[self.rank.rank :: self.rank.world_size]
@@ -88,6 +91,7 @@ class Trainer:
         metrics["learner/staleness_mean"] = sum(s.staleness for s in samples) / len(samples)
         metrics["learner/staleness_max"] = float(max(s.staleness for s in samples))
         metrics["learner/micro_batches"] = float(len(plan))
+        metrics["learner/forward_tokens"] = float(sum(m.forward_tokens for m in plan if m))
         metrics["perf/learner_step_s"] = time.perf_counter() - started
         metrics["perf/learner_tokens_per_s"] = metrics["learner/tokens"] / max(
             metrics["perf/learner_step_s"], 1e-9
@@ -128,9 +132,9 @@ class Trainer:
 
     def _token_logprobs(self, micro: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
         with self._replaying(micro):
-            logits = self.engine(
-                input_ids=micro.input_ids, attention_mask=micro.attention_mask, use_cache=False
-            ).logits[:, :-1]
+            logits = forward_logits(
+                self.engine, micro.input_ids, micro.attention_mask, micro.prefixes
+            )
         return token_logprobs(
             logits, micro.targets, self.temperature, entropy_grad=bool(self.algorithm.entropy_coef)
         )
@@ -160,9 +164,9 @@ class Trainer:
 
     @torch.no_grad()
     def _reference(self, micro: MicroBatch) -> torch.Tensor:
-        logits = self.reference(
-            input_ids=micro.input_ids, attention_mask=micro.attention_mask, use_cache=False
-        ).logits[:, :-1]
+        logits = forward_logits(
+            self.reference, micro.input_ids, micro.attention_mask, micro.prefixes
+        )
         logits = logits.float() / self.temperature
         picked = logits.gather(-1, micro.targets.unsqueeze(-1)).squeeze(-1)
         return picked - torch.logsumexp(logits, dim=-1)

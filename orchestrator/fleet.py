@@ -79,17 +79,21 @@ class Fleet:
 
     @classmethod
     async def start(cls, cfg: Config, model_path: str) -> Fleet:
-        """Start the rollout workers, then the env pools that place turns on them."""
+        """Start the rollout workers and, beside them, the env pools that place turns
+        on them (a pool needs only the workers' handles until its first episode)."""
         workers = {
             actors.worker_id(i): actors.rollout_worker(cfg, model_path, i)
             for i in range(cfg.rollout.num_workers)
         }
-        await bounded(
-            asyncio.gather(*[w.start.remote() for w in workers.values()]),
-            cfg.rollout.startup_timeout_s,
-            f"{len(workers)} vLLM rollout worker(s) to start",
-        )
         pools = [actors.env_pool(cfg, model_path, workers, i) for i in range(cfg.env.num_pools)]
+        await bounded(
+            asyncio.gather(
+                *[w.start.remote() for w in workers.values()],
+                *[p.placement.remote() for p in pools],
+            ),
+            cfg.rollout.startup_timeout_s,
+            f"{len(workers)} vLLM rollout worker(s) and {len(pools)} env pool(s) to start",
+        )
         fleet = cls(cfg, model_path, workers, pools)
         nodes = await asyncio.gather(*[fleet._node_of(h, w) for w, h in workers.items()])
         fleet.nodes = dict(zip(workers, nodes, strict=True))

@@ -1,6 +1,7 @@
 """Loss knobs through a real DeepSpeed rank (Ray actor, gloo): the entropy bonus moves
-the weights on its own, and MIS takes masked tokens out of the token-mean denominator
-across micro-batches.
+the weights on its own, MIS takes masked tokens out of the token-mean denominator
+across micro-batches, and shared prompts (learner.share_prefix) train exactly as
+unshared ones while forwarding fewer positions.
 
 Batches are built on the learner's own logprobs (behavior = what the learner computes
 for the same tokens), so the ratio and the importance weight are 1 except where a
@@ -111,3 +112,52 @@ def test_mis_counts_only_kept_tokens_across_micro_batches(
     assert metrics["learner/loss"] == pytest.approx(expected, rel=1e-3)
     # with masked tokens left in the denominator it would be smaller by kept/all
     assert abs(metrics["learner/loss"] - expected * kept_tokens / all_tokens) > 0.1
+
+
+def _grouped_batch(seed: int) -> Batch:
+    """Two groups of four samples, each group on one prompt; rewards vary in a group."""
+    rng = random.Random(seed)
+    groups = []
+    for g in range(2):
+        prompt = [rng.randrange(5, 300) for _ in range(rng.randrange(15, 30))]
+        trajectories = []
+        for i in range(4):
+            generated = [rng.randrange(5, 300) for _ in range(rng.randrange(4, 10))]
+            t = Trajectory(f"{g}/{i}", str(g), "synthetic", g, len(prompt))
+            t.append(prompt, generated=False)
+            t.append(generated, True, [-3.0] * len(generated), [0] * len(generated))
+            t.reward = float(i % 2) + 0.1 * g
+            trajectories.append(t)
+        groups.append(Group(str(g), "synthetic", g, trajectories))
+    return Batch(groups, 0)
+
+
+def _two_steps(run, tiny_policy, directory, share_prefix: bool):
+    cfg = small_run_config(directory)
+    cfg.learner.share_prefix = share_prefix
+    cfg.algo.entropy_coef = 0.01  # the entropy's gradient goes through the shared path too
+    cfg.algo.kl_coef = 0.05  # and the reference model's forward
+    group = run(LearnerGroup.start(cfg, tiny_policy))
+    try:
+        metrics = [run(group.train_step(_grouped_batch(seed))) for seed in range(2)]
+        weights = _weights(run, group, directory / "w", 2)
+    finally:
+        group.kill()
+    return metrics, weights
+
+
+def test_shared_prompts_train_exactly_as_unshared_ones_on_fewer_positions(
+    ray_cluster, tiny_policy, tmp_path, event_loop_runner
+):
+    from safetensors.torch import load_file
+
+    plain_metrics, plain = _two_steps(event_loop_runner, tiny_policy, tmp_path / "off", False)
+    shared_metrics, shared = _two_steps(event_loop_runner, tiny_policy, tmp_path / "on", True)
+    initial = load_file(f"{tiny_policy}/model.safetensors")
+    moved = max(float((plain[k] - initial[k]).abs().max()) for k in initial)
+    assert _largest_change(plain, shared) < 1e-5 < moved / 10
+    for ours, theirs in zip(shared_metrics, plain_metrics, strict=True):
+        assert ours["learner/tokens"] == theirs["learner/tokens"]
+        for name in ("learner/loss", "learner/entropy", "learner/grad_norm"):
+            assert ours[name] == pytest.approx(theirs[name], rel=1e-4), name
+        assert ours["learner/forward_tokens"] < 0.7 * theirs["learner/forward_tokens"]

@@ -28,8 +28,11 @@ def _batch(version: int, seed: int) -> Batch:
     groups = []
     for g in range(2):
         trajs = []
+        shared = [rng.randrange(5, 300) for _ in range(rng.randrange(20, 40))]
         for i in range(4):
-            prompt = [rng.randrange(5, 300) for _ in range(rng.randrange(20, 40))]
+            # group 0's samples share their prompt (computed once per micro-batch:
+            # learner.share_prefix), group 1's each have their own
+            prompt = shared if g == 0 else [rng.randrange(5, 300) for _ in range(len(shared))]
             generated = [rng.randrange(5, 300) for _ in range(rng.randrange(5, 20))]
             t = Trajectory(f"{g}/{i}", str(g), "synthetic", g, len(prompt))
             t.append(prompt, generated=False)
