@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bootstrap.cache import cached_build
 from bootstrap.tiny import ensure_tiny_policy
-from core.chat import BUILTIN_TEMPLATES
+from core.chat import BUILTIN_TEMPLATES, load_tokenizer
 from core.config import ConfigError, ModelConfig
 
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
@@ -73,9 +73,7 @@ def with_chat_template(checkpoint: Path, template: str, cache_dir: Path) -> str:
 def export_tokenizer(model_path: str, directory: str) -> None:
     """Write the policy's tokenizer (files and chat template) beside exported
     weights, so `directory` loads on its own with transformers and vLLM."""
-    from transformers import AutoTokenizer
-
-    AutoTokenizer.from_pretrained(model_path).save_pretrained(directory)
+    load_tokenizer(model_path).save_pretrained(directory)
 
 
 def _existing_checkpoint(path: str) -> str:

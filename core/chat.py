@@ -278,3 +278,38 @@ def _image_token_id(tokenizer: Any, name: str | None) -> int | None:
         if candidate in added:
             return int(added[candidate])
     return None
+
+
+DIRECT_TOKENIZER_MODEL_TYPES = ("qwen3", "qwen3_moe")
+"""Model types whose checkpoints, when their tokenizer_config.json names the generic
+`TokenizersBackend` and no remote code, `load_tokenizer` loads without AutoTokenizer
+(AutoTokenizer trusts such a hub class for them: it overrides it only for the model
+types in MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS,
+transformers/models/auto/tokenization_auto.py:378-430, 843-886)."""
+
+
+def load_tokenizer(model_path: str) -> Any:
+    """The tokenizer AutoTokenizer.from_pretrained(model_path) loads. Importing
+    AutoTokenizer imports every model's config and auto-class registry (~3.4 s of
+    CPU in each process that needs a tokenizer: the driver, every env pool); for a
+    checkpoint that names the generic backend (what transformers writes for the
+    policies asyncrl builds) the class is known without it."""
+    import json
+    from pathlib import Path
+
+    def read(name: str) -> dict[str, Any]:
+        path = Path(model_path) / name
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    tokenizer_config = read("tokenizer_config.json")
+    if (
+        tokenizer_config.get("tokenizer_class") == "TokenizersBackend"
+        and "auto_map" not in tokenizer_config
+        and read("config.json").get("model_type") in DIRECT_TOKENIZER_MODEL_TYPES
+    ):
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+        return TokenizersBackend.from_pretrained(model_path)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap.policy import resolve_policy
-from core.chat import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ChatCodec, ChatTemplateError
+from core.chat import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ChatCodec, ChatTemplateError, load_tokenizer
 from core.config import AUTO_MAX_MODEL_LEN, Config, ConfigError
 from envs import EnvConfigError, astep, make_env
 
@@ -135,9 +135,7 @@ def context_length(requested: int | None, model_len: int | None) -> int:
 
 def chat_codec(model_path: str, tools: list[dict] | None, user_path: str | None) -> ChatCodec:
     """The codec the env pools will build, and the tokenizer checks they depend on."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = load_tokenizer(model_path)
     where = f"model.path={user_path}" if user_path else "the tiny policy"
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError(

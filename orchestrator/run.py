@@ -19,6 +19,7 @@ from typing import Any
 from bootstrap.policy import export_tokenizer
 from core.config import Config, ConfigError
 from core.metrics import MetricsLogger
+from orchestrator import actors
 from orchestrator.assembly import RunState
 from orchestrator.checkpoint import (
     ControllerState,
@@ -38,7 +39,9 @@ async def run(cfg: Config, alongside: Callable[[System], Awaitable[Any]] | None 
     training loop until the loop ends (the chaos driver, bench/chaos)."""
     clock = Clock()
     resume_from = resume_point(cfg)
-    checked = await asyncio.to_thread(preflight, cfg)  # before any actor starts
+    checking = asyncio.ensure_future(asyncio.to_thread(preflight, cfg))  # before any actor
+    actors.start_ray(cfg)  # meanwhile: Ray's processes start while the checks run
+    checked = await checking
     cfg = with_context_length(cfg, checked.max_model_len)
     log.info("policy: %s (context %d tokens)", checked.model_path, checked.max_model_len)
     system = await System.start(cfg, checked.model_path)

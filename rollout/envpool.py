@@ -22,7 +22,7 @@ import os
 import time
 from typing import Any
 
-from core.chat import ChatCodec
+from core.chat import ChatCodec, load_tokenizer
 from core.config import EnvConfig, RolloutConfig
 from core.records import GroupSpec, Placement, PoolStats
 from core.types import Group, Status, Trajectory
@@ -47,15 +47,13 @@ class EnvPool:
         env: EnvConfig,
         rollout: RolloutConfig,
     ):
-        from transformers import AutoTokenizer
-
         self.pool_id = pool_id
         self.env_cfg = env
         self.rollout_cfg = rollout
         self.workers = dict(workers)
         self.router = Router(list(workers))
         probe = make_env(env.id, env.kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        tokenizer = load_tokenizer(model_path)
         self.codec = ChatCodec(tokenizer, getattr(probe, "tool_schemas", None))
         self._idle_envs = [probe]
         self._lock_broken: set[str] = set()

@@ -17,6 +17,10 @@ from rollout.engine import Engine, Generation, SamplingSpec
 from rollout.engine_args import check_supported
 from rollout.staging import fetch, through_object_store
 
+ENGINE_EXIT_GRACE_S = 1.0
+"""How long a stopping worker's engine process may take to exit before it is killed
+(Engine.shutdown): vLLM's teardown fits; the interpreter's finalization does not."""
+
 
 class RolloutWorker:
     def __init__(
@@ -99,7 +103,7 @@ class RolloutWorker:
         return WorkerHealth(self.worker_id, self.engine.version, os.getpid())
 
     def shutdown(self) -> None:
-        self.engine.shutdown()
+        self.engine.shutdown(ENGINE_EXIT_GRACE_S)
 
 
 def _on_this_machine(core: int | None) -> int | None:

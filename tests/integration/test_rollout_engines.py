@@ -157,6 +157,35 @@ def test_a_sleeping_engine_holds_requests_until_an_update_wakes_it(
     remove_snapshot(new)
 
 
+def test_a_stopping_engine_is_gone_within_its_grace(tiny_policy, event_loop_runner):
+    """A bound CPU engine's model runs in its one engine-core process; stopping it with
+    the rollout worker's grace takes about that long (vLLM's own default waits ~3 s
+    here for the interpreter to finalize) and leaves no process behind."""
+    import os
+
+    import psutil
+
+    from rollout.engine import Engine
+    from rollout.worker import ENGINE_EXIT_GRACE_S
+
+    engine = Engine(tiny_policy, RolloutConfig(), "float32", 0, core=max(os.sched_getaffinity(0)))
+    event_loop_runner(asyncio.wait_for(engine.start(), 120))
+    (process,) = event_loop_runner(engine.processes())
+    assert process["ppid"] == os.getpid()  # spawned here: no worker process below it
+
+    async def stop() -> float:  # in the engine's loop, where vLLM closes its sockets
+        started = time.perf_counter()
+        engine.shutdown(ENGINE_EXIT_GRACE_S)
+        return time.perf_counter() - started
+
+    assert event_loop_runner(stop()) < ENGINE_EXIT_GRACE_S + 1.0
+    try:
+        psutil.Process(process["pid"]).wait(timeout=2.0)  # reaped, or not our child
+    except psutil.NoSuchProcess:
+        pass
+    assert not psutil.pid_exists(process["pid"])
+
+
 def test_killed_workers_sessions_finish_on_the_other_worker(
     running_system, spare_worker, tiny_policy, event_loop_runner
 ):

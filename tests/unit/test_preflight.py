@@ -190,3 +190,49 @@ def test_exported_tokenizer_loads_beside_the_weights(tmp_path, tiny):
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
     assert tokenizer.chat_template == QWEN_STYLE_TEMPLATE
     assert len(tokenizer.encode("What is 12 + 3?")) > 3
+
+
+@pytest.mark.parametrize("model_type", ["qwen3", "qwen3_moe"])
+def test_load_tokenizer_gives_what_autotokenizer_gives(tmp_path, tiny, model_type):
+    """Without importing AutoTokenizer where the checkpoint names the generic backend:
+    the same class, vocabulary, chat template and token ids."""
+    from transformers import AutoTokenizer
+
+    from core.chat import load_tokenizer
+
+    checkpoint = tmp_path / model_type
+    shutil.copytree(tiny, checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps(config | {"model_type": model_type}))
+    theirs, ours = AutoTokenizer.from_pretrained(checkpoint), load_tokenizer(str(checkpoint))
+    assert type(ours) is type(theirs)
+    assert ours.get_vocab() == theirs.get_vocab() and ours.chat_template == theirs.chat_template
+    assert ours.all_special_ids == theirs.all_special_ids
+    messages = [{"role": "user", "content": "What is 2 + 2? <tool_call>"}]
+    rendered = ours.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert rendered == theirs.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True
+    )
+    assert ours(rendered)["input_ids"] == theirs(rendered)["input_ids"]
+
+
+def test_load_tokenizer_leaves_every_other_checkpoint_to_autotokenizer(tmp_path, tiny, monkeypatch):
+    import transformers
+
+    from core.chat import load_tokenizer
+
+    checkpoint = tmp_path / "other"
+    shutil.copytree(tiny, checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps(config | {"model_type": "deepseek_v3"}))
+    asked: list[str] = []
+
+    class Recording:
+        @staticmethod
+        def from_pretrained(path):
+            asked.append(str(path))
+            return "autotokenizer's"
+
+    monkeypatch.setattr(transformers, "AutoTokenizer", Recording)
+    assert load_tokenizer(str(checkpoint)) == "autotokenizer's" and asked == [str(checkpoint)]
+    assert load_tokenizer(str(tiny)) != "autotokenizer's"  # the tiny policy: direct
