@@ -131,7 +131,8 @@ class RolloutConfig:
     """How long vLLM's engine-core and worker processes busy-wait for each other's next
     message before sleeping on a socket (vLLM hard-codes 1 s: after every burst both
     processes spin a second, a core each, which on CPU is the learner's and the env
-    pools' time; rollout.vllm_plugin caps it)."""
+    pools' time; rollout.vllm_plugin caps it). Only where vLLM runs a separate worker
+    process: a CPU engine bound to one core (rollout.bind_cores) has none."""
     kv_cache_gib: int = 1
     """VLLM_CPU_KVCACHE_SPACE for CPU engines."""
     gpu_memory_utilization: float = 0.3
