@@ -411,6 +411,10 @@ def _expected_kill(record: logging.LogRecord) -> bool:
     return "force killing" not in str(record.msg)
 
 
+def _in_process_seed_notice(record: logging.LogRecord) -> bool:
+    return "VLLM_ENABLE_V1_MULTIPROCESSING is set to False" not in str(record.msg)
+
+
 MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 
 
@@ -423,7 +427,9 @@ def _engine_process_born(args: dict[str, Any], core: int | None) -> Iterator[Non
     LLMEngine is the only other reader, vllm/v1/engine/llm_engine.py:170), and the
     starting thread is bound to `core`, so the engine process is born on it (a
     Linux child inherits the affinity of the thread that forks it). Both are undone
-    afterwards: nothing else in this process changes."""
+    afterwards: nothing else in this process changes. vLLM's warning that the seed
+    then affects "the Python process that launched vLLM" (vllm/engine/arg_utils.py:
+    1944-1951) is dropped: its premise, an engine inside this process, does not hold."""
     if not one_process(args):
         yield
         return
@@ -432,9 +438,12 @@ def _engine_process_born(args: dict[str, Any], core: int | None) -> Iterator[Non
     os.environ[MULTIPROCESSING_ENV] = "0"
     if core is not None:
         os.sched_setaffinity(0, {core})
+    arg_log = logging.getLogger("vllm.engine.arg_utils")
+    arg_log.addFilter(_in_process_seed_notice)
     try:
         yield
     finally:
+        arg_log.removeFilter(_in_process_seed_notice)
         if core is not None:
             os.sched_setaffinity(0, saved_cores)
         if saved_env is None:

@@ -84,9 +84,25 @@ def test_the_engine_process_is_born_on_its_core_and_nothing_else_changes(monkeyp
     before = os.sched_getaffinity(0)
     core = max(before)
     bound = vllm_args("/models/p", RolloutConfig(), "float32", seed=0, core=core)
+    import logging
+
+    notice = logging.LogRecord(
+        "vllm.engine.arg_utils",
+        logging.WARNING,
+        "",
+        0,
+        "The global random seed is set to %d. Since VLLM_ENABLE_V1_MULTIPROCESSING is "
+        "set to False, this may affect the random state of the Python process that "
+        "launched vLLM.",
+        (0,),
+        None,
+    )
+    arg_log = logging.getLogger("vllm.engine.arg_utils")
     with _engine_process_born(bound, core):
         assert os.environ[MULTIPROCESSING_ENV] == "0"  # vLLM's CPU platform keeps `uni`
         assert os.sched_getaffinity(0) == {core}  # what a spawned child inherits
+        assert not arg_log.filter(notice)  # its premise does not hold for AsyncLLM
+    assert arg_log.filter(notice)
     assert MULTIPROCESSING_ENV not in os.environ and os.sched_getaffinity(0) == before
     with _engine_process_born(vllm_args("/models/p", RolloutConfig(), "float32", 0), None):
         assert MULTIPROCESSING_ENV not in os.environ and os.sched_getaffinity(0) == before
