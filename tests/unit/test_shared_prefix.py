@@ -16,12 +16,10 @@ from learner.trainer import token_logprobs
 VOCAB = 64
 
 
-@pytest.fixture(scope="module")
-def model():
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+def _config(**extra):
+    from transformers import Qwen3Config
 
-    torch.manual_seed(0)
-    config = Qwen3Config(
+    return Qwen3Config(
         vocab_size=VOCAB,
         hidden_size=32,
         intermediate_size=64,
@@ -30,9 +28,16 @@ def model():
         num_key_value_heads=1,
         head_dim=16,
         max_position_embeddings=128,
-        initializer_range=0.2,
+        **extra,
     )
-    return Qwen3ForCausalLM(config).float().train()
+
+
+@pytest.fixture(scope="module")
+def model():
+    from transformers import Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    return Qwen3ForCausalLM(_config(initializer_range=0.2)).float().train()
 
 
 def _groups(prompts: list[int], size: int, seed: int = 0) -> list[Sample]:
@@ -109,19 +114,8 @@ def test_nothing_is_shared_where_nothing_can_be():
 
 
 def test_only_full_attention_models_share(model):
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3ForCausalLM
 
     assert supports_shared_prefix(model)
-    windowed = Qwen3Config(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        use_sliding_window=True,
-        sliding_window=8,
-        max_window_layers=1,
-    )
+    windowed = _config(use_sliding_window=True, sliding_window=8, max_window_layers=1)
     assert not supports_shared_prefix(Qwen3ForCausalLM(windowed))
