@@ -325,12 +325,12 @@ class Engine:
         the interpreter; at the end of a run nothing in it is needed any more."""
         if self._llm is None:
             return
-        forced = logging.getLogger("vllm.v1.utils")
-        forced.addFilter(_expected_kill)
+        # vLLM warns that it killed the process after the grace (vllm/v1/utils.py:
+        # 646-657): asked for here, not a fault.
         try:
-            self._llm.shutdown(timeout=grace_s)
+            with _dropping("vllm.v1.utils", "force killing"):
+                self._llm.shutdown(timeout=grace_s)
         finally:
-            forced.removeFilter(_expected_kill)
             self._llm = None
 
     # -- internals ----------------------------------------------------------------
@@ -405,14 +405,19 @@ class Engine:
         return 0.0 if self._busy_since is None else time.perf_counter() - self._busy_since
 
 
-def _expected_kill(record: logging.LogRecord) -> bool:
-    """Drop vLLM's warnings that it killed the engine process after the grace we
-    gave it (vllm/v1/utils.py:646-657): asked for, not a fault."""
-    return "force killing" not in str(record.msg)
+@contextmanager
+def _dropping(logger: str, phrase: str) -> Iterator[None]:
+    """While inside, records of `logger` whose message contains `phrase` are dropped."""
 
+    def keep(record: logging.LogRecord) -> bool:
+        return phrase not in str(record.msg)
 
-def _in_process_seed_notice(record: logging.LogRecord) -> bool:
-    return "VLLM_ENABLE_V1_MULTIPROCESSING is set to False" not in str(record.msg)
+    target = logging.getLogger(logger)
+    target.addFilter(keep)
+    try:
+        yield
+    finally:
+        target.removeFilter(keep)
 
 
 MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
@@ -438,12 +443,10 @@ def _engine_process_born(args: dict[str, Any], core: int | None) -> Iterator[Non
     os.environ[MULTIPROCESSING_ENV] = "0"
     if core is not None:
         os.sched_setaffinity(0, {core})
-    arg_log = logging.getLogger("vllm.engine.arg_utils")
-    arg_log.addFilter(_in_process_seed_notice)
     try:
-        yield
+        with _dropping("vllm.engine.arg_utils", "VLLM_ENABLE_V1_MULTIPROCESSING is set to False"):
+            yield
     finally:
-        arg_log.removeFilter(_in_process_seed_notice)
         if core is not None:
             os.sched_setaffinity(0, saved_cores)
         if saved_env is None:
