@@ -20,6 +20,7 @@ import gymnasium as gym
 ENTRY_POINT_GROUP = "asyncrl.envs"
 _BUILTINS = {
     "asyncrl/Calculator-v0": "envs.calculator:CalculatorEnv",
+    "asyncrl/Dataset-v0": "envs.dataset:DatasetEnv",
     "asyncrl/Code-v0": "envs.code:CodeEnv",
     "asyncrl/Search-v0": "envs.search:SearchEnv",
     "asyncrl/Maze-v0": "envs.maze:MazeEnv",
