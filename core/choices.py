@@ -23,6 +23,13 @@ class Choice(StrEnum):
     check it for every subclass)."""
 
 
+class CurriculumWeighting(Choice):
+    """`curriculum.weighting`: how active tasks are drawn."""
+
+    none = "none"
+    mid = "mid"
+
+
 class RolloutLock(Choice):
     """`rollout.lock`: when weight updates may land in a multi-turn rollout."""
 

@@ -119,6 +119,11 @@ AT_LEAST = {
     "algo.kl_coef": 0,
     "algo.overlong_buffer": 0,
     "algo.overlong_penalty": 0,
+    "eval.every": 0,
+    "eval.tasks": 0,
+    "eval.samples": 1,
+    "eval.temperature": 0,
+    "curriculum.min_groups": 1,
 }
 """Lower bounds: `key must be >= bound`."""
 
@@ -178,6 +183,25 @@ def _rules(cfg: Config) -> Iterator[tuple[bool, str]]:
     yield (
         isinstance(env.kwargs, dict),
         "env.kwargs must be a mapping of the env's arguments: env.kwargs={name: value}",
+    )
+    yield from _eval_rules(cfg)
+
+
+def _eval_rules(cfg: Config) -> Iterator[tuple[bool, str]]:
+    ev = cfg.eval
+    yield (
+        bool(ev.pass_k) and all(1 <= k <= ev.samples for k in ev.pass_k),
+        f"eval.pass_k={list(ev.pass_k)}: each k must be between 1 and eval.samples="
+        f"{ev.samples} (pass@k is estimated from that many samples per task)",
+    )
+    yield (
+        ev.temperature > 0 or ev.samples == 1,
+        "eval.temperature=0 is greedy: every sample of a task would be the same; use "
+        "eval.samples=1, or a temperature > 0 for pass@k",
+    )
+    yield (
+        isinstance(ev.env_kwargs, dict),
+        "eval.env_kwargs must be a mapping of env arguments: eval.env_kwargs={split: eval}",
     )
 
 

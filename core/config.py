@@ -16,6 +16,7 @@ from typing import Any
 from core.choices import (
     AdvantageStd,
     AlgorithmName,
+    CurriculumWeighting,
     LossAggregation,
     LrSchedule,
     OffPolicy,
@@ -189,6 +190,9 @@ class EnvConfig:
     """Episodes over which the env circuit breaker measures the failure rate."""
     breaker_failure_rate: float = 0.5
     """Above this share of failed episodes in the window, the run stops with one line."""
+    success_reward: float = 1.0
+    """An episode whose reward reaches this counts as solved: evaluation's accuracy and
+    pass@k, and the curriculum's pass rates, count these."""
 
 
 @dataclass
@@ -340,6 +344,48 @@ class TrainerConfig:
 
 
 @dataclass
+class EvalConfig:
+    every: int = 0
+    """Evaluate the policy every this many versions, before the first step, at a resume
+    and after the last step (0: never). An evaluation pins the version it evaluates:
+    the next version is published once it has finished, while the learner trains on."""
+    tasks: int = 64
+    """Held-out tasks per evaluation: the first `tasks` rows of the eval env's split
+    (a dataset env; 0: all of them), or seeds first_seed, first_seed+1, ... (any env)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Overrides of env.kwargs for the held-out env (e.g. {split: eval} for env=dataset,
+    which is the default there); the env's id is env.id."""
+    first_seed: int = 1_000_000_000
+    """First seed of the held-out tasks of an env without a dataset (training seeds
+    start at trainer.seed * 1e6 and count up, so they stay apart)."""
+    samples: int = 1
+    """Samples per held-out task."""
+    temperature: float = 0.0
+    """Sampling temperature of evaluation (0: greedy)."""
+    pass_k: list[int] = field(default_factory=lambda: [1])
+    """pass@k reported for each k (each <= samples), unbiased from `samples` draws."""
+    timeout_s: float = 600.0
+    """Bound on one evaluation; past it the run stops, naming the wait."""
+
+
+@dataclass
+class CurriculumConfig:
+    enabled: bool = False
+    """Sample the tasks of an env with a finite task set (env=dataset) by their pass
+    rates instead of in a fixed shuffled order (the plain order is an epoch-wise
+    shuffle either way)."""
+    min_groups: int = 1
+    """Finished groups of a task before it may be retired."""
+    retire_solved_at: float = 1.0
+    """A task whose pass rate reaches this is retired as solved (>1: never)."""
+    retire_unsolved_at: float = 0.0
+    """A task whose pass rate is at most this is retired as unsolvable (<0: never)."""
+    weighting: CurriculumWeighting = CurriculumWeighting.none
+    """none: every active task once per epoch; mid: draw active tasks with weight
+    p(1-p) on their estimated pass rate p (Beta(1,1) prior), favouring mid difficulty."""
+
+
+@dataclass
 class BalancerConfig:
     enabled: bool = True
     max_in_flight: int = 64
@@ -408,6 +454,8 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     balancer: BalancerConfig = field(default_factory=BalancerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     placement: PlacementMode = PlacementMode.split
     """split: rollout workers and learner ranks on disjoint devices (on CPU, disjoint
     cores); colocated: learner ranks share the rollout workers' GPUs. Ray placement

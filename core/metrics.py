@@ -20,10 +20,14 @@ log = logging.getLogger(__name__)
 
 PLOT_PANELS = (
     ("rollout/reward_mean", "reward (mean over the batch)"),
+    ("eval/accuracy", "held-out accuracy (eval) by policy version"),
     ("rollout/correct_rate", "correct answers"),
     ("rollout/tool_use_rate", "episodes that call a tool"),
     ("learner/kl_behavior", "KL(behavior || current)"),
 )
+EVAL_X = "eval/version"
+"""Evaluation panels are drawn against the version evaluated (= steps trained into it),
+not the step their result was logged at."""
 
 
 class MetricsLogger:
@@ -59,10 +63,13 @@ class MetricsLogger:
         fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.4 * len(panels)), sharex=True)
         axes = [axes] if len(panels) == 1 else list(axes)
         for ax, (key, title) in zip(axes, panels, strict=True):
-            steps = [r["step"] for r in self.history if key in r]
-            values = [r[key] for r in self.history if key in r]
-            ax.plot(steps, values, alpha=0.35, color="tab:blue")
-            ax.plot(steps, _moving_average(values, 5), color="tab:blue", linewidth=2)
+            rows = [r for r in self.history if key in r]
+            if key.startswith("eval/"):
+                ax.plot([r[EVAL_X] for r in rows], [r[key] for r in rows], "o-", color="tab:green")
+            else:
+                steps, values = [r["step"] for r in rows], [r[key] for r in rows]
+                ax.plot(steps, values, alpha=0.35, color="tab:blue")
+                ax.plot(steps, _moving_average(values, 5), color="tab:blue", linewidth=2)
             ax.set_title(title, fontsize=10)
             ax.grid(alpha=0.3)
         axes[-1].set_xlabel("learner step")

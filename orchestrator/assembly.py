@@ -18,6 +18,8 @@ from core.types import Group
 from orchestrator.balancer import Balancer, Observation
 from orchestrator.buffer import ReplayBuffer
 from orchestrator.checkpoint import ControllerState, checkpoint_root, save_run
+from orchestrator.curriculum import TaskCounts, task_counts, task_sampler
+from orchestrator.evaluation import Evaluator
 from orchestrator.ledger import Audit, Ledger
 from orchestrator.producer import Producer, staleness_bound
 from orchestrator.summaries import StepClock, TrainedRecord, batch_metrics, fleet_metrics
@@ -36,6 +38,8 @@ class RunState:
     """The ledger's final state (Ledger.state()), taken when the loop has finished."""
     audit: Audit | None = None
     """The ledger held to the producer's issued ids and live groups, at the same moment."""
+    evaluations: list[dict[str, float]] = field(default_factory=list)
+    """Every evaluation's eval/* metrics, in the order they finished."""
 
 
 @dataclass
@@ -48,12 +52,22 @@ class Run:
     balancer: Balancer
     producer: Producer
     supervisor: Supervisor
+    evaluator: Evaluator
     clock: StepClock
     producing: asyncio.Task
     supervising: asyncio.Task | None
 
     @classmethod
-    def assemble(cls, system: System, cfg: Config, resume: ControllerState | None) -> Run:
+    def assemble(
+        cls,
+        system: System,
+        cfg: Config,
+        resume: ControllerState | None,
+        tasks: TaskCounts | None = None,
+    ) -> Run:
+        """Wire the parts; `tasks` are the envs' task counts (preflight's), counted
+        here when not given."""
+        tasks = tasks or task_counts(cfg)
         state = RunState(version=system.fleet.version, step=resume.next_step if resume else 0)
         ledger = Ledger(cfg.buffer.replay_ratio)
         buffer = ReplayBuffer.from_config(cfg.buffer, lambda: state.version, ledger.left)
@@ -62,11 +76,14 @@ class Run:
             ledger.restore(resume.ledger)
         gate_width = (staleness_bound(cfg) + 1) * cfg.buffer.groups_per_batch
         balancer = Balancer(cfg.balancer, cfg.buffer.groups_per_batch, gate_width)
-        producer = Producer(system.fleet, buffer, cfg, state, ledger, balancer, resume)
+        sampler = task_sampler(cfg, tasks.train, resume)
+        producer = Producer(system.fleet, buffer, cfg, state, ledger, balancer, sampler, resume)
         supervisor = Supervisor(system.fleet, cfg.supervisor)
+        clock = StepClock()
+        evaluator = Evaluator(system.fleet, cfg, tasks, clock.started)
         producing = asyncio.create_task(producer.run())
         supervising = asyncio.create_task(supervisor.run()) if cfg.supervisor.enabled else None
-        parts = (ledger, buffer, balancer, producer, supervisor, StepClock())
+        parts = (ledger, buffer, balancer, producer, supervisor, evaluator, clock)
         return cls(system, cfg, state, *parts, producing, supervising)
 
     @property
@@ -80,6 +97,18 @@ class Run:
         waiting = self.producer.next_batch(self.cfg.trainer.batch_timeout_s)
         groups = await _race(waiting, self.producing)
         return groups, time.perf_counter() - started
+
+    async def evaluate_if_due(self, first: bool) -> None:
+        """Start evaluating the version every worker now has, if it is due (it stays
+        pinned there until the evaluation ends)."""
+        if self.evaluator.due(self.state.version, first):
+            await self.evaluator.start(self.state.version)
+
+    async def final_evaluations(self) -> list[dict[str, float]]:
+        """The evaluation still under way and that of the last version, if not done."""
+        finished = [m for m in await self.evaluator.final(self.state.version) if m]
+        self.state.evaluations.extend(finished)
+        return finished
 
     async def observe(
         self, groups: list[Group], learner_version: int, learner_wait_s: float
@@ -96,6 +125,9 @@ class Run:
         metrics |= self.system.learner.stats() | self.clock.tick(self.producer.generated_tokens)
         metrics["perf/learner_wait_s"] = learner_wait_s
         metrics["trainer/version"] = float(self.state.version)
+        if evaluation := self.evaluator.finished():
+            self.state.evaluations.append(evaluation)
+            metrics |= evaluation
         return metrics
 
     def checkpoint_due(self, step: int) -> bool:
@@ -123,6 +155,7 @@ class Run:
         self.state.ledger, self.state.audit = self.ledger.state(), self.producer.audit()
 
     def cancel(self) -> None:
+        self.evaluator.cancel()
         self.producer.stop()
         self.producing.cancel()
         if self.supervising is not None:

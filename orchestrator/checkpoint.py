@@ -52,6 +52,9 @@ class ControllerState:
     """Seed -> times its group was declared lost (its next ids depend on it)."""
     issued: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Group id -> the trajectory ids the producer issued for it (the ledger's audit)."""
+    tasks: dict[str, Any] = field(default_factory=dict)
+    """The task sampler's state (orchestrator.curriculum): a finite task set's epoch
+    position, pass counts, retirements and RNG; empty for sequential seeds."""
 
 
 async def save_run(

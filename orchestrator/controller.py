@@ -6,10 +6,12 @@
         (colocated: put vLLM to sleep; the publish below wakes it)
         train one step on it
         wait until the previous version reached every rollout worker
-        export the new weights and start publishing them
+        (evaluation due: evaluate that version, pinned there, beside training)
+        export the new weights and start publishing them (after the evaluation)
         observe: metrics, the ledger, and the balancer's in-flight limit
         every N steps, checkpoint
         log
+    evaluate the last version
 
 Rollouts never wait for the learner except as the staleness gate requires:
 a group may start only while (groups started and not dropped) stays within
@@ -27,6 +29,7 @@ from core.metrics import MetricsLogger
 from core.types import Batch
 from orchestrator.assembly import Run, RunState
 from orchestrator.checkpoint import ControllerState
+from orchestrator.curriculum import TaskCounts
 from orchestrator.summaries import trained_records
 from orchestrator.system import System
 
@@ -39,11 +42,13 @@ async def train(
     logger: MetricsLogger,
     progress: Progress | None = None,
     resume: ControllerState | None = None,
+    tasks: TaskCounts | None = None,
 ) -> RunState:
-    run = Run.assemble(system, cfg, resume)
+    run = Run.assemble(system, cfg, resume, tasks)
     state, learner, fleet = run.state, system.learner, system.fleet
     try:
-        for step in range(state.step, cfg.trainer.total_steps):
+        first_step = state.step
+        for step in range(first_step, cfg.trainer.total_steps):
             state.step = step
             groups, learner_wait_s = await run.next_batch()
             batch = Batch(groups, state.version)
@@ -52,6 +57,7 @@ async def train(
             run.ledger.trained(groups)
             state.trained.extend(trained_records(batch))
             metrics |= await fleet.synced()  # the previous version is everywhere
+            await run.evaluate_if_due(first=step == first_step)
             snapshot = await learner.export_weights(state.version + 1)
             metrics |= await fleet.publish(snapshot, background=run.overlap)
             state.version += 1
@@ -63,6 +69,8 @@ async def train(
             if progress is not None:
                 progress(step, metrics)
         await run.finish()
+        for evaluation in await run.final_evaluations():
+            logger.log(cfg.trainer.total_steps, evaluation)
     finally:
         run.cancel()
     return state

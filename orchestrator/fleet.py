@@ -124,6 +124,15 @@ class Fleet:
             return {}
         return await self._publish(snapshot)
 
+    async def pin(self) -> int:
+        """Hold the published version on every worker (an evaluation of it runs): the
+        next publish, and a replacement's load, wait until `unpin`."""
+        await self.lock.acquire()
+        return self.version
+
+    def unpin(self) -> None:
+        self.lock.release()
+
     async def synced(self) -> dict[str, float]:
         """Wait for a background publish; its sync metrics ({} when none ran)."""
         task, self._publishing = self._publishing, None

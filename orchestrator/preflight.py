@@ -37,6 +37,7 @@ from bootstrap.policy import resolve_policy
 from core.chat import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ChatCodec, ChatTemplateError, load_tokenizer
 from core.config import AUTO_MAX_MODEL_LEN, Config, ConfigError
 from envs import EnvConfigError, astep, make_env
+from orchestrator.curriculum import TaskCounts, task_counts
 
 PROBE_SEED = 0
 PROBE_ACTION = "I do not know."
@@ -72,6 +73,7 @@ class Preflight:
 
     model_path: str
     max_model_len: int
+    tasks: TaskCounts
 
 
 def preflight(cfg: Config) -> Preflight:
@@ -85,7 +87,7 @@ def preflight(cfg: Config) -> Preflight:
         probe_env(env, codec, max_model_len, cfg.env.id)
     finally:
         env.close()
-    return Preflight(model_path, max_model_len)
+    return Preflight(model_path, max_model_len, task_counts(cfg))
 
 
 def check_trainable(env: Any) -> None:

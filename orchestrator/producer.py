@@ -31,6 +31,7 @@ from core.waits import bounded
 from orchestrator.balancer import Balancer
 from orchestrator.buffer import ReplayBuffer
 from orchestrator.checkpoint import ControllerState
+from orchestrator.curriculum import TaskSampler
 from orchestrator.env_faults import EnvBreaker, needs_rerun
 from orchestrator.fleet import Fleet
 from orchestrator.ledger import Audit, Ledger, audit
@@ -74,6 +75,7 @@ class Producer:
         state: LoopPosition,
         ledger: Ledger,
         balancer: Balancer,
+        tasks: TaskSampler,
         resume: ControllerState | None = None,
     ):
         self.fleet = fleet
@@ -91,7 +93,8 @@ class Producer:
         self.dropped = 0
         self.generated_tokens = 0
         self.groups_lost = 0
-        self.next_seed = resume.next_seed if resume else cfg.trainer.seed * 1_000_000
+        self.tasks = tasks
+        """Which task starts next (orchestrator.curriculum)."""
         self._pending = list(resume.pending_seeds) if resume else []
         self.reruns: dict[int, int] = dict(resume.reruns) if resume else {}
         """Seed -> times its group was re-run after an environment failure."""
@@ -111,8 +114,10 @@ class Producer:
 
     def saved_state(self) -> dict[str, Any]:
         """What a checkpoint keeps of the producer (ControllerState's fields)."""
+        tasks = self.tasks.state()
         return {
-            "next_seed": self.next_seed,
+            "next_seed": tasks.get("next_seed", 0),
+            "tasks": tasks,
             "pending_seeds": self.in_flight_seeds(),
             "reruns": dict(self.reruns),
             "losses": dict(self.losses),
@@ -145,7 +150,7 @@ class Producer:
         metrics["fault/groups_lost"] = float(self.groups_lost)
         metrics["fault/pool_restarts"] = float(self.pool_restarts)
         metrics["fault/group_reruns"] = float(sum(self.reruns.values()))
-        return metrics | self.breaker.stats()
+        return metrics | self.breaker.stats() | self.tasks.stats()
 
     def _may_start(self) -> bool:
         batches = self.state.version - self.first_version + self.staleness + 1
@@ -182,10 +187,7 @@ class Producer:
         return groups
 
     def _start_group(self) -> None:
-        if self._pending:
-            seed = self._pending.pop(0)
-        else:
-            seed, self.next_seed = self.next_seed, self.next_seed + 1
+        seed = self._pending.pop(0) if self._pending else self.tasks.next_seed()
         index = self.started % len(self.pools)
         pool = self.pools[index]
         group_id = self._group_id(seed)
@@ -215,6 +217,7 @@ class Producer:
         self.breaker.record(group)
         if self._rerun(group, running.spec.task_seed):
             return
+        self.tasks.record(group)
         if self.buffer.add(group):
             self.ledger.buffered(group)
         else:

@@ -51,7 +51,7 @@ async def run(cfg: Config, alongside: Callable[[System], Awaitable[Any]] | None 
     clock.mark("startup_s")
     try:
         resume = await restore(system, resume_from) if resume_from else None
-        state = await train(system, cfg, logger, progress, resume)
+        state = await train(system, cfg, logger, progress, resume, checked.tasks)
         clock.mark("loop_s")
         if companion is not None:
             companion.cancel()
@@ -144,6 +144,13 @@ def write_summary(state: RunState, run_dir: Path, times: dict[str, float]) -> di
         "peak_memory_gib": max((h.get("perf/memory_gib", 0.0) for h in state.history), default=0.0),
         "trajectories_trained": float(len(state.trained)),
     }
+    if state.evaluations:
+        first, last = state.evaluations[0], state.evaluations[-1]
+        summary |= {
+            "eval_first": first.get("eval/accuracy", float("nan")),
+            "eval_last": last.get("eval/accuracy", float("nan")),
+            "eval_seconds": sum(e.get("eval/seconds", 0.0) for e in state.evaluations),
+        }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import gymnasium as gym
 
 from core.chat import ChatCodec, Rendered
+from core.config import RolloutConfig
 from core.types import RoutedExperts, Status, Trajectory, Turn
 from envs import astep
 from rollout.engine import Generation, SamplingSpec
@@ -72,6 +73,27 @@ class EpisodeSpec:
     max_model_len: int
     temperature: float = 1.0
     top_p: float = 1.0
+
+
+def episode_spec(
+    rollout: RolloutConfig,
+    env_id: str,
+    trajectory_id: str,
+    group_id: str,
+    task_seed: int,
+    temperature: float,
+) -> EpisodeSpec:
+    """An episode of `task_seed` under `rollout`'s limits, sampled at `temperature`."""
+    return EpisodeSpec(
+        trajectory_id=trajectory_id,
+        group_id=group_id,
+        env_id=env_id,
+        task_seed=task_seed,
+        max_tokens_per_turn=rollout.max_tokens_per_turn,
+        max_model_len=rollout.max_model_len,
+        temperature=temperature,
+        top_p=rollout.top_p,
+    )
 
 
 async def run_episode(

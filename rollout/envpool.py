@@ -24,15 +24,18 @@ from typing import Any
 
 from core.chat import ChatCodec, load_tokenizer
 from core.config import EnvConfig, RolloutConfig
+from core.evaluation import EvalTask
 from core.records import GroupSpec, Placement, PoolStats
 from core.types import Group, Status, Trajectory
 from envs import make_env
-from rollout.agent import EpisodeSpec, Served, run_episode
+from rollout.agent import EpisodeSpec, Served, episode_spec, run_episode
 from rollout.engine import Generation, SamplingSpec
 from rollout.router import NoWorkerAvailable, Router, WorkersDraining
 
 log = logging.getLogger(__name__)
 
+TRAIN, HELD_OUT = "train", "held_out"
+"""The two envs a pool runs episodes of: the training env and evaluation's."""
 RAY_CALL_GRACE_S = 30.0
 """Beyond the engine's own generation timeout, how long a Ray call may take."""
 DRAIN_POLL_S = 0.05
@@ -55,15 +58,34 @@ class EnvPool:
         probe = make_env(env.id, env.kwargs)
         tokenizer = load_tokenizer(model_path)
         self.codec = ChatCodec(tokenizer, getattr(probe, "tool_schemas", None))
-        self._idle_envs = [probe]
+        self._env_kwargs: dict[str, dict[str, Any]] = {TRAIN: dict(env.kwargs)}
+        self._idle_envs: dict[str, list[Any]] = {TRAIN: [probe], HELD_OUT: []}
         self._lock_broken: set[str] = set()
         self.episodes_started = 0
         self.episodes_finished = 0
 
     async def run_group(self, spec: GroupSpec) -> Group:
-        episodes = [self._episode(spec, index) for index in range(spec.size)]
+        temperature = self.rollout_cfg.temperature
+        episodes = [
+            self._episode(self._episode_spec(i, spec.group_id, spec.task_seed, temperature), TRAIN)
+            for i in spec.trajectory_ids
+        ]
         trajectories = await asyncio.gather(*episodes)
         return Group(spec.group_id, self.env_cfg.id, spec.task_seed, list(trajectories))
+
+    async def run_eval(
+        self, task: EvalTask, env_kwargs: dict[str, Any], temperature: float
+    ) -> list[Trajectory]:
+        """The samples of one held-out task, on the held-out env (`env_kwargs`) at
+        `temperature`, under the evaluation's ids; they go back to the evaluator only."""
+        if self._env_kwargs.get(HELD_OUT) != env_kwargs:
+            self._env_kwargs[HELD_OUT], self._idle_envs[HELD_OUT] = dict(env_kwargs), []
+        group_id = task.episode_ids[0].rsplit("/", 1)[0]
+        episodes = [
+            self._episode(self._episode_spec(i, group_id, task.seed, temperature), HELD_OUT)
+            for i in task.episode_ids
+        ]
+        return list(await asyncio.gather(*episodes))
 
     def placement(self) -> Placement:
         return Placement.here()
@@ -98,24 +120,18 @@ class EnvPool:
         self.workers[worker_id] = handle
         self._lock_broken.update(self.router.add_worker(worker_id))
 
-    async def _episode(self, spec: GroupSpec, index: int) -> Trajectory:
-        trajectory_id = spec.trajectory_ids[index]
-        env = (
-            self._idle_envs.pop()
-            if self._idle_envs
-            else make_env(self.env_cfg.id, self.env_cfg.kwargs)
+    def _episode_spec(
+        self, trajectory_id: str, group_id: str, task_seed: int, temperature: float
+    ) -> EpisodeSpec:
+        return episode_spec(
+            self.rollout_cfg, self.env_cfg.id, trajectory_id, group_id, task_seed, temperature
         )
+
+    async def _episode(self, episode: EpisodeSpec, purpose: str) -> Trajectory:
+        trajectory_id = episode.trajectory_id
+        idle = self._idle_envs[purpose]
+        env = idle.pop() if idle else make_env(self.env_cfg.id, self._env_kwargs[purpose])
         self.episodes_started += 1
-        episode = EpisodeSpec(
-            trajectory_id=trajectory_id,
-            group_id=spec.group_id,
-            env_id=self.env_cfg.id,
-            task_seed=spec.task_seed,
-            max_tokens_per_turn=self.rollout_cfg.max_tokens_per_turn,
-            max_model_len=self.rollout_cfg.max_model_len,
-            temperature=self.rollout_cfg.temperature,
-            top_p=self.rollout_cfg.top_p,
-        )
 
         async def generate(
             prompt_ids: list[int], sampling: SamplingSpec, images: list[bytes] | None = None
@@ -135,7 +151,7 @@ class EnvPool:
             self.router.end_session(trajectory_id)
             self._lock_broken.discard(trajectory_id)
             self.episodes_finished += 1
-            self._idle_envs.append(env)
+            self._idle_envs[purpose].append(env)
 
     async def _generate(
         self,

@@ -31,6 +31,7 @@ CHOICES = {
     "learner.lr_schedule": choices.LrSchedule,
     "logger.wandb.mode": choices.WandbMode,
     "placement": choices.PlacementMode,
+    "curriculum.weighting": choices.CurriculumWeighting,
 }
 
 

@@ -38,7 +38,8 @@ ALLOWED = {
     "bench": {*PRODUCT, "bootstrap", "bench"},
     "hydra_plugins": {"hydra_plugins"},
 }
-ENTRY_POINTS = {"rollout.launch": {"orchestrator"}}
+ENTRY_POINTS = {"rollout.launch": {"orchestrator"}, "rollout.evaluate": {"orchestrator"}}
+"""Command-line entry points, which read the command line with orchestrator.cli."""
 PLANES = ("rollout", "learner")
 """Neither reaches the other through any chain of imports."""
 HEAVY = {"torch", "vllm", "ray", "deepspeed", "transformers"}

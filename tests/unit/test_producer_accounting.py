@@ -27,6 +27,7 @@ from core.types import Group, Trajectory
 from orchestrator import producer as producer_module
 from orchestrator.buffer import ReplayBuffer
 from orchestrator.checkpoint import ControllerState
+from orchestrator.curriculum import task_sampler
 from orchestrator.ledger import Ledger
 from orchestrator.producer import Producer
 
@@ -137,7 +138,8 @@ def _producer(
     state = SimpleNamespace(version=0, step=resume.next_step if resume else 0)
     buffer = ReplayBuffer(100, 64, lambda: state.version, on_leave=ledger.left)
     balancer = SimpleNamespace(in_flight_limit=in_flight_limit)
-    return Producer(system, buffer, cfg, state, ledger, balancer, resume)
+    tasks = task_sampler(cfg, None, resume)
+    return Producer(system, buffer, cfg, state, ledger, balancer, tasks, resume)
 
 
 async def _train(producer: Producer, steps: int, settle_s: float = 0.0) -> None:
@@ -288,7 +290,7 @@ def test_a_resumed_producer_keeps_its_issued_ids_and_loss_counts(cancelled):
     saved = ControllerState(
         next_step=1,
         version=1,
-        next_seed=producer.next_seed,
+        next_seed=producer.tasks.state()["next_seed"],
         pending_seeds=producer.in_flight_seeds(),
         reruns=dict(producer.reruns),
         losses=dict(producer.losses),

@@ -1,0 +1,176 @@
+"""Evaluation during training: held-out tasks run on the rollout workers against a
+pinned policy version, beside training.
+
+An evaluation of version v starts once v is on every rollout worker (before the
+first step, at a resume, every eval.every versions, after the last step). It pins
+v (the fleet's publish waits for it), so every one of its turns is served by v,
+while the learner trains on: in async mode the next version's publish waits in
+the background, in sync mode the loop waits between steps. Its episodes go
+through the env pools and their routers like any other, under `eval/...` ids,
+and come back to the evaluator only: never the ledger, the buffer or the
+learner. Scores are core.evaluation's; its cost is logged as `eval/seconds`,
+`eval/rollout_share` (tokens it generated over all generated
+while it ran).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from core.config import Config
+from core.evaluation import EvalTask, plan, summarize
+from core.types import Trajectory
+from core.waits import bounded
+from orchestrator.curriculum import TaskCounts
+from orchestrator.fleet import Fleet
+
+log = logging.getLogger(__name__)
+
+
+class Evaluator:
+    def __init__(
+        self,
+        fleet: Fleet,
+        cfg: Config,
+        tasks: TaskCounts,
+        started: float,
+    ):
+        self.fleet = fleet
+        self.cfg = cfg
+        self.tasks = tasks
+        self.started = started
+        """time.perf_counter() when the loop started (eval/elapsed_s counts from it)."""
+        self.evaluated: set[int] = set()
+        self._running: asyncio.Task | None = None
+
+    def due(self, version: int, first: bool = False) -> bool:
+        """Whether `version` is to be evaluated: the first version the loop sees, every
+        eval.every-th, and (see `final`) the last."""
+        every = self.cfg.eval.every
+        return bool(every) and version not in self.evaluated and (first or version % every == 0)
+
+    async def start(self, version: int) -> None:
+        """Pin `version` (on every worker now) and evaluate it in the background;
+        `finished` or `wait` gives its metrics. One evaluation at a time."""
+        await self.wait_pending()
+        pinned = await self.fleet.pin()
+        if pinned != version:
+            self.fleet.unpin()
+            raise RuntimeError(f"evaluation of v{version} found v{pinned} on the workers")
+        self.evaluated.add(version)
+        self._running = asyncio.create_task(self._evaluate_pinned(version))
+
+    def finished(self) -> dict[str, float]:
+        """The metrics of an evaluation that has finished since the last call, or {}."""
+        if self._running is None or not self._running.done():
+            return {}
+        task, self._running = self._running, None
+        return task.result()
+
+    async def wait(self) -> dict[str, float]:
+        """Wait for the evaluation under way; its metrics ({} when none)."""
+        task, self._running = self._running, None
+        return await task if task is not None else {}
+
+    async def wait_pending(self) -> None:
+        if self._running is not None and not self._running.done():
+            log.info("waiting for the evaluation under way before starting another")
+            await self._running
+
+    async def final(self, version: int) -> list[dict[str, float]]:
+        """The evaluation under way, then the last version's if evaluation is on and
+        it was not evaluated: each one's metrics, once finished."""
+        results = [await self.wait()]
+        if self.cfg.eval.every and version not in self.evaluated:
+            await self.start(version)
+            results.append(await self.wait())
+        return results
+
+    def cancel(self) -> None:
+        if self._running is not None:
+            self._running.cancel()
+
+    # -- one evaluation -------------------------------------------------------------------
+
+    async def _evaluate_pinned(self, version: int) -> dict[str, float]:
+        started = time.perf_counter()
+        engines_before = await self._engine_tokens()
+        try:
+            plan_ = plan(self.cfg, version, self.tasks.held_out)
+            episodes = await bounded(
+                self._run_tasks(plan_),
+                self.cfg.eval.timeout_s,
+                f"the evaluation of v{version} ({len(plan_)} tasks; eval.timeout_s)",
+            )
+        finally:
+            self.fleet.unpin()
+        seconds = time.perf_counter() - started
+        metrics = summarize(episodes, self.cfg.env.success_reward, self.cfg.eval.pass_k)
+        metrics |= _cost(episodes, await self._engine_tokens() - engines_before, seconds)
+        metrics |= {
+            "eval/version": float(version),
+            "eval/off_version_samples": float(_off_version(episodes, version)),
+            "eval/elapsed_s": time.perf_counter() - self.started,
+        }
+        if failures := [t.failure for task in episodes for t in task if t.failure]:
+            log.warning(
+                "eval v%d: %d episodes failed (scored unsolved); first: %s",
+                version,
+                len(failures),
+                failures[0],
+            )
+        log.info(
+            "eval v%d: accuracy %.3f, mean reward %.3f over %d tasks (%.1fs, %.0f%% of tokens)",
+            version,
+            metrics.get("eval/accuracy", 0.0),
+            metrics.get("eval/mean_reward", 0.0),
+            len(episodes),
+            seconds,
+            100 * metrics["eval/rollout_share"],
+        )
+        return metrics
+
+    async def _engine_tokens(self) -> int:
+        """Tokens the rollout engines have generated so far, for anyone."""
+        stats = await self.fleet.worker_stats()
+        return sum(s.generated_tokens for s in stats.values())
+
+    async def _run_tasks(self, tasks: list[EvalTask]) -> list[list[Trajectory]]:
+        """Every task on an env pool (round robin); a task whose pool died is tried
+        once more on the next one, then left out (logged, and eval/tasks shows it)."""
+        pools = self.fleet.pools
+        runs = [self._run_task(task, index, len(pools)) for index, task in enumerate(tasks)]
+        results = await asyncio.gather(*runs)
+        return [episodes for episodes in results if episodes is not None]
+
+    async def _run_task(self, task: EvalTask, index: int, num_pools: int) -> Any:
+        import ray
+
+        ev, kwargs = self.cfg.eval, self.tasks.held_out_kwargs
+        for attempt in range(2):
+            pool = self.fleet.pools[(index + attempt) % num_pools]
+            try:
+                return await pool.run_eval.remote(task, kwargs, ev.temperature)
+            except ray.exceptions.RayActorError as exc:
+                log.warning("evaluation task %d: env pool lost (%s)", task.seed, exc)
+        return None
+
+
+def _cost(episodes: list[list[Trajectory]], engine_tokens: int, seconds: float) -> dict:
+    """Seconds, tokens, and the share of the tokens the engines generated while the
+    evaluation ran that were the evaluation's (training rollouts had the rest)."""
+    tokens = sum(t.num_generated for task in episodes for t in task)
+    return {
+        "eval/seconds": seconds,
+        "eval/tokens": float(tokens),
+        "eval/rollout_share": min(1.0, tokens / max(1, engine_tokens)),
+    }
+
+
+def _off_version(episodes: list[list[Trajectory]], version: int) -> int:
+    """Samples with a generated token from another version than the pinned one (0
+    unless the pin failed)."""
+    return sum(any(v != version for v in t.generated_versions) for task in episodes for t in task)
