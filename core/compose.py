@@ -124,6 +124,7 @@ AT_LEAST = {
     "eval.samples": 1,
     "eval.temperature": 0,
     "curriculum.min_groups": 1,
+    "curriculum.retry_unsolvable_epochs": 0,
 }
 """Lower bounds: `key must be >= bound`."""
 

@@ -380,6 +380,9 @@ class CurriculumConfig:
     """A task whose pass rate reaches this is retired as solved (>1: never)."""
     retire_unsolved_at: float = 0.0
     """A task whose pass rate is at most this is retired as unsolvable (<0: never)."""
+    retry_unsolvable_epochs: int = 2
+    """A task retired as unsolvable comes back (its counts cleared) this many epochs
+    later, or when every task is retired (0: never)."""
     weighting: CurriculumWeighting = CurriculumWeighting.none
     """none: every active task once per epoch; mid: draw active tasks with weight
     p(1-p) on their estimated pass rate p (Beta(1,1) prior), favouring mid difficulty."""

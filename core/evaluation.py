@@ -66,6 +66,25 @@ def solved(trajectory: Trajectory, success_reward: float) -> bool:
     return trajectory.status.trainable and trajectory.reward >= success_reward
 
 
+def sample_records(
+    episodes: Sequence[Sequence[Trajectory]], success_reward: float
+) -> list[dict[str, Any]]:
+    """One record per sample, in plan order: its task seed, sample index, status,
+    reward, whether it solved the task, and the token ids after the prompt."""
+    return [
+        {
+            "seed": t.task_seed,
+            "sample": index,
+            "status": str(t.status),
+            "reward": t.reward,
+            "solved": solved(t, success_reward),
+            "completion_ids": t.tokens[t.prompt_length :],
+        }
+        for task in episodes
+        for index, t in enumerate(task)
+    ]
+
+
 def summarize(
     episodes: Sequence[Sequence[Trajectory]], success_reward: float, ks: Sequence[int]
 ) -> dict[str, float]:

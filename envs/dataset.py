@@ -79,6 +79,8 @@ class DatasetEnv(ToolEnv):
         system_prompt: the system message; None: one asking for the final answer as
             <answer>number</answer> (naming the tools, if any); "" for none.
         tools: names of tools the model may call (`calculator`, `python`); none by default.
+        where: keep only the rows whose fields have these values (`{kind: word}`;
+            a list value keeps any of its values), e.g. a subset of a dataset.
         split: "train" or "eval".
         eval_fraction: the share of distinct prompts in the eval split.
         split_seed: which prompts those are (a hash of the seed and the prompt).
@@ -102,6 +104,7 @@ class DatasetEnv(ToolEnv):
         answer_key: str = "answer",
         system_prompt: str | None = None,
         tools: Sequence[str] = (),
+        where: dict[str, Any] | None = None,
         split: Literal["train", "eval"] = "train",
         eval_fraction: float = 0.1,
         split_seed: int = 0,
@@ -115,7 +118,7 @@ class DatasetEnv(ToolEnv):
         self.paths = [str(SHIPPED)] if path is None else as_paths(path)
         self.split = split
         keys = Keys(prompt_key, answer_key)
-        self.rows = _split_of(self.paths, keys, split, eval_fraction, split_seed)
+        self.rows = _split_of(self.paths, keys, where or {}, split, eval_fraction, split_seed)
         if system_prompt is None:
             system_prompt = default_system_prompt(self.tool_names)
         self.system_prompt = system_prompt
@@ -185,10 +188,29 @@ def _check_options(
     return tuple(tools)
 
 
+def _matching(rows: tuple[Row, ...], where: dict[str, Any]) -> tuple[Row, ...]:
+    """The rows whose fields hold the values `where` asks for (a list: any of them)."""
+    if not where:
+        return rows
+    wanted = {k: list(v) if isinstance(v, list | tuple) else [v] for k, v in where.items()}
+    kept = tuple(r for r in rows if all(r.extra.get(k) in vs for k, vs in wanted.items()))
+    if not kept:
+        fields = sorted({k for r in rows[:100] for k in r.extra})
+        raise EnvConfigError(
+            f"env.kwargs.where={where}: no row matches (the rows' fields: {', '.join(fields)})"
+        )
+    return kept
+
+
 def _split_of(
-    paths: list[str], keys: Keys, split: str, eval_fraction: float, split_seed: int
+    paths: list[str],
+    keys: Keys,
+    where: dict[str, Any],
+    split: str,
+    eval_fraction: float,
+    split_seed: int,
 ) -> tuple[Row, ...]:
-    rows = load_rows(paths, keys)
+    rows = _matching(load_rows(paths, keys), where)
     chosen = split_rows(rows, split, eval_fraction, split_seed)
     if not chosen:
         label = "[" + ",".join(paths) + "]" if len(paths) > 1 else paths[0]

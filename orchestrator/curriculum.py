@@ -7,9 +7,11 @@ epoch in a shuffled order, a task's k-th issue under seed k * num_tasks + row (s
 every group keeps a run-unique seed). With `curriculum.enabled`, `TaskSet` also
 tracks each task's pass rate from its finished groups and retires, before they are
 rolled out again, tasks that are always solved or never solved (the bounds are
-config); `curriculum.weighting=mid` draws the active tasks with weight p(1-p)
-instead. Its whole state (counts, retirements, position, RNG) goes into run
-checkpoints, so a resumed run samples in the same order.
+config), and gives tasks retired as unsolvable another chance after
+`curriculum.retry_unsolvable_epochs` epochs (the policy has moved since);
+`curriculum.weighting=mid` draws the active tasks with weight p(1-p) instead. Its
+whole state (counts, retirements, position, RNG) goes into run checkpoints, so a
+resumed run samples in the same order.
 """
 
 from __future__ import annotations
@@ -85,6 +87,10 @@ class TaskSet:
         self.passes = np.zeros(num_tasks, dtype=np.int64)
         self.retired: dict[int, str] = {}
         """Row -> "solved" | "unsolvable"."""
+        self.retired_epoch: dict[int, int] = {}
+        """Row -> the epoch it was retired in."""
+        self.retried = 0
+        self.draws = 0
         self.rollouts_saved = 0.0
         self.success_reward = success_reward
         self.rng = np.random.default_rng([seed, 1])
@@ -92,10 +98,12 @@ class TaskSet:
     # -- what the producer calls ------------------------------------------------------
 
     def next_seed(self) -> int:
+        self._retry_unsolvable()
         self._check_left()
         row = self._draw_weighted() if self.cfg.weighting == "mid" else self._walk()
         seed = int(self.issued[row]) * self.n + row
         self.issued[row] += 1
+        self.draws += 1
         return seed
 
     def record(self, group: Group) -> None:
@@ -111,9 +119,9 @@ class TaskSet:
         if self.cfg.enabled and row not in self.retired and self.groups[row] >= self.cfg.min_groups:
             rate = self.passes[row] / self.samples[row]
             if rate >= self.cfg.retire_solved_at:
-                self.retired[row] = "solved"
+                self.retired[row], self.retired_epoch[row] = "solved", self.epoch
             elif rate <= self.cfg.retire_unsolved_at:
-                self.retired[row] = "unsolvable"
+                self.retired[row], self.retired_epoch[row] = "unsolvable", self.epoch
 
     def state(self) -> dict[str, Any]:
         return {
@@ -124,6 +132,9 @@ class TaskSet:
             "samples": self.samples.tolist(),
             "passes": self.passes.tolist(),
             "retired": dict(self.retired),
+            "retired_epoch": dict(self.retired_epoch),
+            "retried": self.retried,
+            "draws": self.draws,
             "rollouts_saved": self.rollouts_saved,
             "rng": self.rng.bit_generator.state,
         }
@@ -138,6 +149,8 @@ class TaskSet:
         for name in ("issued", "groups", "samples", "passes"):
             setattr(self, name, np.asarray(state[name], dtype=np.int64))
         self.retired = {int(row): why for row, why in state["retired"].items()}
+        self.retired_epoch = {int(row): int(e) for row, e in state["retired_epoch"].items()}
+        self.retried, self.draws = int(state["retried"]), int(state["draws"])
         self.rollouts_saved = float(state["rollouts_saved"])
         self.rng.bit_generator.state = state["rng"]
 
@@ -149,6 +162,7 @@ class TaskSet:
             "curriculum/retired_solved": float(kinds.count("solved")),
             "curriculum/retired_unsolvable": float(kinds.count("unsolvable")),
             "curriculum/rollouts_saved": self.rollouts_saved,
+            "curriculum/retried": float(self.retried),
             "curriculum/epoch": float(self.epoch),
         }
 
@@ -163,6 +177,7 @@ class TaskSet:
         while True:
             if self.position >= self.n:
                 self.epoch, self.position = self.epoch + 1, 0
+                self._retry_unsolvable()
             row = int(self._order(self.epoch)[self.position])
             self.position += 1
             if row not in self.retired:
@@ -177,7 +192,27 @@ class TaskSet:
         weights = rate * (1 - rate)
         row = int(self.rng.choice(active, p=weights / weights.sum()))
         self.rollouts_saved += self.group_size * len(self.retired) / self.n
+        self.epoch = (self.draws + 1) // self.n  # draws of n tasks make an epoch here
         return row
+
+    def _retry_unsolvable(self) -> None:
+        """Tasks retired as unsolvable curriculum.retry_unsolvable_epochs epochs ago
+        (or as soon as nothing else is left) come back with their counts cleared: the
+        policy has moved since they were judged."""
+        after = self.cfg.retry_unsolvable_epochs
+        if not after:
+            return
+        nothing_left = len(self.retired) == self.n
+        due = [
+            row
+            for row, why in self.retired.items()
+            if why == "unsolvable"
+            and (nothing_left or self.epoch - self.retired_epoch[row] >= after)
+        ]
+        for row in due:
+            del self.retired[row], self.retired_epoch[row]
+            self.groups[row] = self.samples[row] = self.passes[row] = 0
+        self.retried += len(due)
 
     def _check_left(self) -> None:
         if len(self.retired) < self.n:
@@ -186,7 +221,8 @@ class TaskSet:
         raise CurriculumExhausted(
             f"every one of the {self.n} tasks is retired ({kinds.count('solved')} as solved, "
             f"{kinds.count('unsolvable')} as unsolvable): nothing is left to train on; widen "
-            "curriculum.retire_solved_at / retire_unsolved_at or raise curriculum.min_groups"
+            "curriculum.retire_solved_at / retire_unsolved_at, raise curriculum.min_groups, "
+            "or let unsolvable tasks be retried (curriculum.retry_unsolvable_epochs)"
         )
 
 

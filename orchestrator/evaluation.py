@@ -8,7 +8,8 @@ while the learner trains on: in async mode the next version's publish waits in
 the background, in sync mode the loop waits between steps. Its episodes go
 through the env pools and their routers like any other, under `eval/...` ids,
 and come back to the evaluator only: never the ledger, the buffer or the
-learner. Scores are core.evaluation's; its cost is logged as `eval/seconds`,
+learner. Scores are core.evaluation's; every sample (seed, reward, completion) is
+written to <run_dir>/eval/v<version>.jsonl; its cost is logged as `eval/seconds`,
 `eval/rollout_share` (tokens it generated over all generated
 while it ran).
 """
@@ -16,12 +17,15 @@ while it ran).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
+from core.chat import load_tokenizer
 from core.config import Config
-from core.evaluation import EvalTask, plan, summarize
+from core.evaluation import EvalTask, plan, sample_records, summarize
 from core.types import Trajectory
 from core.waits import bounded
 from orchestrator.curriculum import TaskCounts
@@ -45,6 +49,7 @@ class Evaluator:
         """time.perf_counter() when the loop started (eval/elapsed_s counts from it)."""
         self.evaluated: set[int] = set()
         self._running: asyncio.Task | None = None
+        self._tokenizer: Any = None
 
     def due(self, version: int, first: bool = False) -> bool:
         """Whether `version` is to be evaluated: the first version the loop sees, every
@@ -108,6 +113,7 @@ class Evaluator:
         finally:
             self.fleet.unpin()
         seconds = time.perf_counter() - started
+        await asyncio.to_thread(self._write_samples, version, episodes)
         metrics = summarize(episodes, self.cfg.env.success_reward, self.cfg.eval.pass_k)
         metrics |= _cost(episodes, await self._engine_tokens() - engines_before, seconds)
         metrics |= {
@@ -132,6 +138,19 @@ class Evaluator:
             100 * metrics["eval/rollout_share"],
         )
         return metrics
+
+    def _write_samples(self, version: int, episodes: list[list[Trajectory]]) -> Path:
+        """<run_dir>/eval/v<version>.jsonl: every sample's record and its completion as
+        text, to read what the policy answered."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.fleet.model_path)
+        path = Path(self.cfg.logger.run_dir) / "eval" / f"v{version}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as out:
+            for record in sample_records(episodes, self.cfg.env.success_reward):
+                record["completion"] = self._tokenizer.decode(record["completion_ids"])
+                out.write(json.dumps(record) + "\n")
+        return path
 
     async def _engine_tokens(self) -> int:
         """Tokens the rollout engines have generated so far, for anyone."""

@@ -1,6 +1,7 @@
 """One training run from a validated config: checks, policy, actors, loop, outputs.
 
-Its outputs in the run directory: metrics.jsonl and the plot (core.metrics),
+Its outputs in the run directory: config.yaml, metrics.jsonl and the plot (core.metrics),
+eval/v<version>.jsonl (orchestrator.evaluation),
 checkpoints, `final_model/` (a complete Hugging Face checkpoint: weights, config,
 tokenizer and chat template) and summary.json, whose times say what they cover.
 """
@@ -46,6 +47,7 @@ async def run(cfg: Config, alongside: Callable[[System], Awaitable[Any]] | None 
     log.info("policy: %s (context %d tokens)", checked.model_path, checked.max_model_len)
     system = await System.start(cfg, checked.model_path)
     logger = MetricsLogger(cfg.logger, dataclasses.asdict(cfg))
+    write_config(cfg, Path(cfg.logger.run_dir))
     progress = _progress_bar(cfg)
     companion = asyncio.create_task(alongside(system)) if alongside else None
     clock.mark("startup_s")
@@ -127,6 +129,16 @@ async def restore(system: System, directory: Path) -> ControllerState:
         controller.version,
     )
     return controller
+
+
+def write_config(cfg: Config, run_dir: Path) -> Path:
+    """<run_dir>/config.yaml: the whole config the run used (what bench.compare and
+    a later reader see, wherever logger.run_dir points)."""
+    from omegaconf import OmegaConf
+
+    path = run_dir / "config.yaml"
+    path.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    return path
 
 
 def write_summary(state: RunState, run_dir: Path, times: dict[str, float]) -> dict[str, float]:

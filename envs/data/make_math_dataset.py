@@ -5,7 +5,8 @@ gives the same bytes on any Python: every choice comes from
 `random.Random.random()`, the one part of `random` whose sequence Python promises
 to keep (randrange and shuffle may change between versions).
 
-Rows are {"question", "answer", "kind"} with distinct questions, shuffled:
+Rows are {"question", "answer", "kind", "op"} with distinct questions, shuffled
+(`op` is the operation, "+", "-" or "*": `env.kwargs.where={op: "+"}` keeps a subset):
 
 - `arithmetic_to_9`: a + b, a - b (a >= b) or a * b with a, b in 1..9;
 - `arithmetic_to_20`: the same with a, b in 1..20, at least one above 9;
@@ -84,12 +85,13 @@ def arithmetic_rows(rng: random.Random, kind: str, high: int, above: int) -> lis
     if len(chosen) < COUNTS[kind]:
         raise ValueError(f"only {len(pool)} distinct {kind} questions")
     return [
-        _row(form.format(f"{a} {op} {b}"), OPERATIONS[op](a, b), kind) for form, a, op, b in chosen
+        _row(form.format(f"{a} {op} {b}"), OPERATIONS[op](a, b), kind, op)
+        for form, a, op, b in chosen
     ]
 
 
-def _row(question: str, answer: int, kind: str) -> dict:
-    return {"question": question, "answer": str(answer), "kind": kind}
+def _row(question: str, answer: int, kind: str, op: str) -> dict:
+    return {"question": question, "answer": str(answer), "kind": kind, "op": op}
 
 
 def word_operands(rng: random.Random, op: str) -> tuple[int, int]:
@@ -107,7 +109,7 @@ def word_rows(rng: random.Random) -> list[dict]:
         a, b = word_operands(rng, op)
         name, items = NAMES[pick(rng, len(NAMES))], ITEMS[pick(rng, len(ITEMS))]
         question = template.format(name=name, items=items, a=a, b=b)
-        rows.setdefault(question, _row(question, OPERATIONS[op](a, b), "word"))
+        rows.setdefault(question, _row(question, OPERATIONS[op](a, b), "word", op))
     return list(rows.values())
 
 

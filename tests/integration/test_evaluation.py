@@ -9,10 +9,11 @@ never reach the ledger, the buffer or the learner.
 from __future__ import annotations
 
 import copy
+import json
 
 from bootstrap.policy import export_tokenizer
 from core.config import EnvConfig, LoggerConfig
-from core.evaluation import is_eval_id
+from core.evaluation import is_eval_id, sample_records
 from core.metrics import MetricsLogger
 from orchestrator.controller import train
 from rollout.evaluate import evaluate_policy
@@ -65,5 +66,45 @@ def test_evaluation_pins_its_version_and_equals_a_direct_evaluation_of_it(
     last = state.evaluations[-1]
     assert last["eval/version"] == state.version
     assert {k: direct[k] for k in SCORES} == {k: last[k] for k in SCORES}
+    written = [json.loads(line) for line in (tmp_path / "eval" / f"v{state.version}.jsonl").open()]
+    assert [r.pop("completion") for r in written]  # the text, for a reader
+    assert written == sample_records(episodes, cfg.env.success_reward)  # token for token
     assert [t.task_seed for task in episodes for t in task] == list(range(10**9, 10**9 + 24))
     assert 0 < direct["eval/mean_reward"]  # the format reward, at least: a real score
+
+
+def test_a_dataset_run_samples_its_train_split_and_evaluates_its_eval_split(
+    running_system, event_loop_runner, tmp_path
+):
+    """The real producer draws dataset tasks through the curriculum (run-unique seeds,
+    rows of the train split) and evaluation takes the eval split's rows."""
+    from envs.dataset import DatasetEnv
+
+    system, base = running_system
+    subset = {"kind": "word"}
+    train_rows = DatasetEnv(where=subset).num_tasks
+    eval_rows = DatasetEnv(where=subset, split="eval").num_tasks
+    cfg = copy.deepcopy(base)
+    cfg.env = EnvConfig(
+        id="asyncrl/Dataset-v0", kwargs={"where": subset}, group_size=base.env.group_size
+    )
+    cfg.trainer.total_steps = 2
+    cfg.eval.every, cfg.eval.tasks = 100, 0
+    cfg.curriculum.enabled = True
+    logger = MetricsLogger(LoggerConfig(run_dir=str(tmp_path), plot_every=0))
+    logger.cfg.wandb.enabled = False
+    try:
+        with pools_of(system, cfg.env):
+            state = event_loop_runner(train(system, cfg, logger))
+    finally:
+        logger.close()
+
+    groups = {r.trajectory_id.rsplit("/", 1)[0] for r in state.trained}
+    seeds = [int(g[1:].split(".")[0]) for g in groups]
+    assert len(set(seeds)) == len(seeds) == 2 * cfg.buffer.groups_per_batch
+    assert all(seed < train_rows for seed in seeds)  # first issues: seed = row
+    last = state.history[-1]
+    assert last["curriculum/tasks"] == train_rows
+    retired = last["curriculum/retired_solved"] + last["curriculum/retired_unsolvable"]
+    assert last["curriculum/active"] == train_rows - retired
+    assert [e["eval/tasks"] for e in state.evaluations] == [eval_rows, eval_rows]

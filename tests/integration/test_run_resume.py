@@ -51,9 +51,14 @@ def test_checkpoint_then_resume(running_system, probe_ids, event_loop_runner, tm
     ]
 
     cfg.trainer.total_steps = 4
+    cfg.eval.every, cfg.eval.tasks = 1000, 4  # the resumed version and the last one
     resumed = run(train(system, cfg, _logger(tmp_path), resume=resume))
     assert [round(h["trainer/version"]) for h in resumed.history] == [
         saved.version + 1,
+        saved.version + 2,
+    ]
+    assert [e["eval/version"] for e in resumed.evaluations] == [
+        saved.version,
         saved.version + 2,
     ]
     # what it trains on comes from the saved buffer, the groups in flight at the

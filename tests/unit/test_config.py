@@ -226,3 +226,14 @@ def test_group_deadline_must_leave_the_pool_its_episode_timeout():
     cfg.supervisor.group_deadline_s = cfg.env.episode_timeout_s
     with pytest.raises(ConfigError, match="group_deadline_s"):
         validate(cfg)
+
+
+def test_a_run_writes_the_config_it_used_beside_its_metrics(tmp_path):
+    from orchestrator.run import write_config
+
+    cfg = compose(["env=dataset", "eval.every=5", "curriculum.enabled=true", "env.group_size=3"])
+    path = write_config(cfg, tmp_path)
+    reread = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
+    )
+    assert reread == cfg

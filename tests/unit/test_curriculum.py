@@ -61,7 +61,7 @@ def test_without_the_curriculum_nothing_is_retired():
 
 
 def test_tasks_always_or_never_solved_are_retired_and_never_rolled_out_again():
-    tasks = _tasks(enabled=True)
+    tasks = _tasks(enabled=True, retry_unsolvable_epochs=0)
     tasks.record(_group(3, solved=GROUP))  # always solved
     tasks.record(_group(N + 5, solved=0))  # never solved (its second issue: seed N + 5)
     tasks.record(_group(7, solved=2))  # mid: stays
@@ -111,11 +111,33 @@ def test_mid_weighting_draws_mid_difficulty_tasks_more_often():
 
 
 def test_a_task_set_with_every_task_retired_stops_in_one_line():
-    tasks = _tasks(enabled=True)
+    tasks = _tasks(enabled=True, retry_unsolvable_epochs=0)
     for row in range(N):
         tasks.record(_group(row, solved=GROUP if row % 2 else 0))
     with pytest.raises(CurriculumExhausted, match="every one of the 10 tasks is retired"):
         tasks.next_seed()
+
+
+def test_unsolvable_tasks_come_back_after_the_configured_epochs_with_fresh_counts():
+    tasks = _tasks(enabled=True, retry_unsolvable_epochs=2)
+    tasks.record(_group(4, solved=0))
+    tasks.record(_group(6, solved=GROUP))
+    assert tasks.retired == {4: "unsolvable", 6: "solved"}
+    epochs = [[tasks.next_seed() % N for _ in range(N - 2)] for _ in range(2)]
+    assert all(4 not in rows and 6 not in rows for rows in epochs)  # epochs 0 and 1
+    rows = [tasks.next_seed() % N for _ in range(N - 1)]  # epoch 2: 4 is back, 6 is not
+    assert sorted(rows) == [r for r in range(N) if r != 6]
+    assert tasks.retired == {6: "solved"} and tasks.stats()["curriculum/retried"] == 1
+    assert tasks.groups[4] == tasks.samples[4] == 0  # judged afresh
+
+
+def test_when_every_task_is_retired_the_unsolvable_ones_are_retried_at_once():
+    tasks = _tasks(enabled=True, retry_unsolvable_epochs=5)
+    for row in range(N):
+        tasks.record(_group(row, solved=GROUP if row < 3 else 0))
+    rows = {tasks.next_seed() % N for _ in range(N - 3)}
+    assert rows == set(range(3, N))
+    assert tasks.stats()["curriculum/retried"] == N - 3
 
 
 @pytest.mark.parametrize("weighting", ["none", "mid"])

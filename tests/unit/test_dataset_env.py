@@ -359,7 +359,7 @@ def test_shipped_file_has_the_promised_rows():
     assert Counter(row["kind"] for row in rows) == make_math_dataset.COUNTS
     assert len(rows) == 3000 == len({row["question"] for row in rows})
     for row in rows:
-        assert set(row) == {"question", "answer", "kind"}
+        assert set(row) == {"question", "answer", "kind", "op"}
         if row["kind"] == "word":
             assert row["question"].endswith("?") and int(row["answer"]) >= 0
             continue
@@ -379,3 +379,19 @@ def test_config_group_builds_the_shipped_env():
     env = make_env(cfg.env.id, cfg.env.kwargs)
     assert env.task_at(0)["source"] == "envs/data/arithmetic.jsonl:1"
     assert env.max_turns == 1 and env.tool_schemas == []
+
+
+def test_where_keeps_the_rows_with_the_asked_field_values():
+    from envs.dataset import DatasetEnv
+
+    everything = DatasetEnv(eval_fraction=0.0)
+    small = DatasetEnv(where={"kind": "arithmetic_to_9"}, eval_fraction=0.0)
+    some = DatasetEnv(where={"kind": ["arithmetic_to_9", "word"]}, eval_fraction=0.0)
+    kinds = [everything.task_at(r)["kind"] for r in range(everything.num_tasks)]
+    assert small.num_tasks == kinds.count("arithmetic_to_9") == 800
+    assert some.num_tasks == 800 + kinds.count("word")
+    assert {small.task_at(r)["kind"] for r in range(small.num_tasks)} == {"arithmetic_to_9"}
+    plus = DatasetEnv(where={"kind": "arithmetic_to_9", "op": "+"}, eval_fraction=0.0)
+    assert {plus.task_at(r)["question"].split()[-2] for r in range(plus.num_tasks)} == {"+"}
+    with pytest.raises(EnvConfigError, match=r"no row matches \(the rows' fields: kind, op\)"):
+        DatasetEnv(where={"kind": "calculus"})
