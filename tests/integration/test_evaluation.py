@@ -90,7 +90,9 @@ def test_a_dataset_run_samples_its_train_split_and_evaluates_its_eval_split(
     )
     cfg.trainer.total_steps = 2
     cfg.eval.every, cfg.eval.tasks = 100, 0
+    cfg.eval.samples, cfg.eval.temperature, cfg.eval.pass_k = 3, 1.0, [1, 3]
     cfg.curriculum.enabled = True
+    cfg.logger.run_dir = str(tmp_path)
     logger = MetricsLogger(LoggerConfig(run_dir=str(tmp_path), plot_every=0))
     logger.cfg.wandb.enabled = False
     try:
@@ -108,3 +110,12 @@ def test_a_dataset_run_samples_its_train_split_and_evaluates_its_eval_split(
     retired = last["curriculum/retired_solved"] + last["curriculum/retired_unsolvable"]
     assert last["curriculum/active"] == train_rows - retired
     assert [e["eval/tasks"] for e in state.evaluations] == [eval_rows, eval_rows]
+    for evaluation in state.evaluations:
+        assert evaluation["eval/samples"] == 3 * eval_rows
+        assert evaluation["eval/pass@3"] >= evaluation["eval/pass@1"]
+    first = int(state.evaluations[0]["eval/version"])
+    samples = [json.loads(line) for line in (tmp_path / "eval" / f"v{first}.jsonl").open()]
+    by_task: dict[int, set] = {}
+    for sample in samples:
+        by_task.setdefault(sample["seed"], set()).add(tuple(sample["completion_ids"]))
+    assert any(len(completions) > 1 for completions in by_task.values())  # sampled, not greedy

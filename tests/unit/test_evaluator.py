@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+import pytest
+
 from core.config import Config
 from core.evaluation import EvalTask
 from core.types import Trajectory
+from core.waits import WaitTimeout
 from orchestrator.curriculum import TaskCounts
 from orchestrator.evaluation import Evaluator
 
@@ -84,3 +87,20 @@ def test_an_evaluation_holds_its_version_until_it_ends(tmp_path):
 def test_without_the_pin_the_off_version_count_shows_it(tmp_path):
     metrics = asyncio.run(_evaluate_while_publishing(Fleet(pin_holds=False), tmp_path))
     assert metrics["eval/off_version_samples"] > 0
+
+
+def test_an_evaluation_past_its_timeout_stops_naming_the_wait_and_unpins():
+    async def scenario() -> Fleet:
+        fleet = Fleet()
+        for pool in fleet.pools:
+            pool.run_eval = SimpleNamespace(remote=lambda *args: asyncio.sleep(3600))
+        cfg = Config()
+        cfg.eval.every, cfg.eval.tasks, cfg.eval.timeout_s = 1, 2, 0.2
+        evaluator = Evaluator(fleet, cfg, TaskCounts(None, None, {}), started=0.0)
+        await evaluator.start(0)
+        with pytest.raises(WaitTimeout, match=r"the evaluation of v0 \(2 tasks; eval.timeout_s\)"):
+            await evaluator.wait()
+        await asyncio.wait_for(fleet.publish(), 1.0)  # the pin was let go
+        return fleet
+
+    assert asyncio.run(scenario()).version == 1
