@@ -77,7 +77,7 @@ SFT_LR_WARMUP_STEPS = 20
 
 
 def build_model(tokenizer: Any, arch: TinyModelConfig, seed: int) -> torch.nn.Module:
-    """A randomly initialised Qwen3 / Qwen3-MoE causal LM sized by `arch`'s
+    """A randomly initialised Qwen3 / Qwen3-MoE / Qwen3.5 causal LM sized by `arch`'s
     architecture fields (model.tiny; its demos and warm-up fields are not read)."""
     from transformers import Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
 
@@ -99,7 +99,9 @@ def build_model(tokenizer: Any, arch: TinyModelConfig, seed: int) -> torch.nn.Mo
         pad_token_id=tokenizer.pad_token_id,
         dtype="float32",
     )
-    if arch.num_experts > 0:
+    if arch.architecture == "qwen3_5":
+        model = _qwen3_5(common, arch)
+    elif arch.num_experts > 0:
         config = Qwen3MoeConfig(
             **common,
             num_experts=arch.num_experts,
@@ -114,6 +116,73 @@ def build_model(tokenizer: Any, arch: TinyModelConfig, seed: int) -> torch.nn.Mo
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def _qwen3_5(common: dict[str, Any], arch: TinyModelConfig) -> torch.nn.Module:
+    """Qwen3.5's text model: Gated DeltaNet layers with a gated full-attention layer
+    every `full_attention_interval`, dense or MoE (routed experts plus a shared one)."""
+    from transformers import (
+        Qwen3_5ForCausalLM,
+        Qwen3_5MoeForCausalLM,
+        Qwen3_5MoeTextConfig,
+        Qwen3_5TextConfig,
+    )
+
+    hybrid = dict(
+        common,
+        linear_conv_kernel_dim=4,
+        linear_key_head_dim=arch.linear_head_dim,
+        linear_value_head_dim=arch.linear_head_dim,
+        linear_num_key_heads=arch.linear_key_heads,
+        linear_num_value_heads=arch.linear_value_heads,
+        full_attention_interval=arch.full_attention_interval,
+        mtp_num_hidden_layers=arch.mtp_layers,
+    )
+    if arch.num_experts == 0:
+        return Qwen3_5ForCausalLM(Qwen3_5TextConfig(**hybrid))
+    hybrid.pop("intermediate_size")
+    config = Qwen3_5MoeTextConfig(
+        **hybrid,
+        num_experts=arch.num_experts,
+        num_experts_per_tok=arch.experts_per_token,
+        moe_intermediate_size=arch.moe_intermediate_size,
+        shared_expert_intermediate_size=arch.moe_intermediate_size,
+    )
+    return Qwen3_5MoeForCausalLM(config)
+
+
+def add_mtp_weights(model: torch.nn.Module, directory: Any) -> list[str]:
+    """Write the model's multi-token-prediction layers into its saved checkpoint;
+    returns their names (none for a model without `mtp_num_hidden_layers`).
+
+    Transformers has no MTP module for Qwen3.5 (it drops `mtp.*` when loading:
+    modeling_qwen3_5.py `_keys_to_ignore_on_load_unexpected`), while vLLM's
+    `Qwen3_5MTP` drafts with them. Each MTP layer starts as a copy of the last
+    full-attention layer, with a small random `fc` over [embedding; hidden] and
+    zero (identity: Qwen3.5's norms scale by 1 + w) norms."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    config = model.config
+    layers = getattr(config, "mtp_num_hidden_layers", 0) or 0
+    if not layers:
+        return []
+    path = Path(directory) / "model.safetensors"
+    weights = load_file(path)
+    full = max(i for i, kind in enumerate(config.layer_types) if kind == "full_attention")
+    prefix, hidden = f"model.layers.{full}.", config.hidden_size
+    generator = torch.Generator().manual_seed(len(weights))
+    added: dict[str, torch.Tensor] = {}
+    for layer in range(layers):
+        for name, tensor in weights.items():
+            if name.startswith(prefix):
+                added[f"mtp.layers.{layer}.{name[len(prefix) :]}"] = tensor.clone()
+    added["mtp.fc.weight"] = torch.randn(hidden, 2 * hidden, generator=generator) * 0.02
+    for norm in ("norm", "pre_fc_norm_hidden", "pre_fc_norm_embedding"):
+        added[f"mtp.{norm}.weight"] = torch.zeros(hidden)
+    save_file(weights | added, path, metadata={"format": "pt"})
+    return sorted(added)
 
 
 def sft_warmup(

@@ -31,9 +31,26 @@ BOOTSTRAP_VERSION = 1
 DEMO_ENV = "asyncrl/Calculator-v0"
 
 
+QWEN3_5_FIELDS = (
+    "architecture",
+    "full_attention_interval",
+    "linear_key_heads",
+    "linear_value_heads",
+    "linear_head_dim",
+    "mtp_layers",
+)
+"""model.tiny fields that shape only a qwen3_5 policy: a Qwen3 recipe's key leaves them
+out, so the Qwen3 policies cached before they existed keep their directories."""
+
+
 def tiny_policy_dir(tiny: TinyModelConfig, cache_dir: Path, name: str) -> Path:
     """Where the policy `tiny` describes is cached (the key existing caches use)."""
-    recipe = {"version": BOOTSTRAP_VERSION, "env": DEMO_ENV, **dataclasses.asdict(tiny)}
+    fields = dataclasses.asdict(tiny)
+    if tiny.architecture == "qwen3":
+        fields = {k: v for k, v in fields.items() if k not in QWEN3_5_FIELDS}
+    else:
+        fields["architecture"] = str(tiny.architecture)
+    recipe = {"version": BOOTSTRAP_VERSION, "env": DEMO_ENV, **fields}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     return cache_dir / f"{name}-{digest}"
 
@@ -64,6 +81,7 @@ def build_tiny_policy(tiny: TinyModelConfig, staging: Path) -> None:
     import torch
 
     from bootstrap.build import (
+        add_mtp_weights,
         build_model,
         build_tokenizer,
         corpus_template,
@@ -84,6 +102,7 @@ def build_tiny_policy(tiny: TinyModelConfig, staging: Path) -> None:
     losses = sft_warmup(model, examples, tiny, tokenizer.pad_token_id)
     torch.set_num_threads(threads)
     model.save_pretrained(staging)
+    add_mtp_weights(model, staging)
     tokenizer.save_pretrained(staging)
     (staging / "bootstrap.json").write_text(
         json.dumps({"recipe": dataclasses.asdict(tiny), "final_loss": losses[-1]}, indent=2)

@@ -23,6 +23,13 @@ class Choice(StrEnum):
     check it for every subclass)."""
 
 
+class TinyArchitecture(Choice):
+    """`model.tiny.architecture`: which model family the tiny policy is."""
+
+    qwen3 = "qwen3"
+    qwen3_5 = "qwen3_5"
+
+
 class CurriculumWeighting(Choice):
     """`curriculum.weighting`: how active tasks are drawn."""
 

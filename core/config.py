@@ -24,6 +24,7 @@ from core.choices import (
     Precision,
     RolloutLock,
     SpeculativeMethod,
+    TinyArchitecture,
     TrainerMode,
     WandbMode,
     WeightTransport,
@@ -48,6 +49,20 @@ class TinyModelConfig:
     """0: dense Qwen3. >0: Qwen3-MoE with this many experts per layer."""
     experts_per_token: int = 2
     moe_intermediate_size: int = 128
+    architecture: TinyArchitecture = TinyArchitecture.qwen3
+    """qwen3 | qwen3_5: Qwen3.5's hybrid layers (Gated DeltaNet linear attention with a
+    gated full-attention layer every `full_attention_interval`), dense or MoE by
+    num_experts (with a shared expert), and `mtp_layers` multi-token-prediction layers."""
+    full_attention_interval: int = 4
+    """qwen3_5: every this-many-th layer is full attention, the others linear."""
+    linear_key_heads: int = 2
+    linear_value_heads: int = 4
+    linear_head_dim: int = 64
+    """qwen3_5: the Gated DeltaNet heads' size (vLLM's CPU kernel takes 64 or 128 only:
+    csrc/cpu gdn dispatch; 32 fails at the first forward)."""
+    mtp_layers: int = 1
+    """qwen3_5: multi-token-prediction layers (vLLM's `speculative.method=mtp` drafts
+    with them)."""
     demos: int = 4000
     """Demonstration dialogues generated for the tokenizer and the warm-up."""
     tool_use_fraction: float = 0.5

@@ -106,9 +106,16 @@ class Run:
 
     async def final_evaluations(self) -> list[dict[str, float]]:
         """The evaluation still under way and that of the last version, if not done."""
-        finished = [m for m in await self.evaluator.final(self.state.version) if m]
-        self.state.evaluations.extend(finished)
-        return finished
+        ended = await self.evaluator.final(self.state.version)
+        self.state.evaluations.extend(ended)
+        return ended
+
+    def finished_evaluations(self) -> list[dict[str, float]]:
+        """The evaluations that have ended since the last call (each logged as a row of
+        its own at the step it ended in)."""
+        ended = self.evaluator.finished()
+        self.state.evaluations.extend(ended)
+        return ended
 
     async def observe(
         self, groups: list[Group], learner_version: int, learner_wait_s: float
@@ -125,9 +132,6 @@ class Run:
         metrics |= self.system.learner.stats() | self.clock.tick(self.producer.generated_tokens)
         metrics["perf/learner_wait_s"] = learner_wait_s
         metrics["trainer/version"] = float(self.state.version)
-        if evaluation := self.evaluator.finished():
-            self.state.evaluations.append(evaluation)
-            metrics |= evaluation
         return metrics
 
     def checkpoint_due(self, step: int) -> bool:

@@ -65,6 +65,8 @@ async def train(
             if run.checkpoint_due(step):
                 metrics |= await run.checkpoint()
             logger.log(step, metrics)
+            for evaluation in run.finished_evaluations():
+                logger.log(step, evaluation)
             state.history.append(metrics)
             if progress is not None:
                 progress(step, metrics)

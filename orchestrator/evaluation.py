@@ -49,6 +49,8 @@ class Evaluator:
         """time.perf_counter() when the loop started (eval/elapsed_s counts from it)."""
         self.evaluated: set[int] = set()
         self._running: asyncio.Task | None = None
+        self._ended: list[dict[str, float]] = []
+        """Metrics of evaluations that ended and were not yet handed out."""
         self._tokenizer: Any = None
 
     def due(self, version: int, first: bool = False) -> bool:
@@ -59,8 +61,9 @@ class Evaluator:
 
     async def start(self, version: int) -> None:
         """Pin `version` (on every worker now) and evaluate it in the background;
-        `finished` or `wait` gives its metrics. One evaluation at a time."""
-        await self.wait_pending()
+        `finished` gives its metrics once it has ended. One evaluation at a time."""
+        await self.wait()
+        self._collect()
         pinned = await self.fleet.pin()
         if pinned != version:
             self.fleet.unpin()
@@ -68,31 +71,31 @@ class Evaluator:
         self.evaluated.add(version)
         self._running = asyncio.create_task(self._evaluate_pinned(version))
 
-    def finished(self) -> dict[str, float]:
-        """The metrics of an evaluation that has finished since the last call, or {}."""
-        if self._running is None or not self._running.done():
-            return {}
-        task, self._running = self._running, None
-        return task.result()
+    def finished(self) -> list[dict[str, float]]:
+        """The metrics of every evaluation that has ended since the last call, in order."""
+        self._collect()
+        ended, self._ended = self._ended, []
+        return ended
 
-    async def wait(self) -> dict[str, float]:
-        """Wait for the evaluation under way; its metrics ({} when none)."""
-        task, self._running = self._running, None
-        return await task if task is not None else {}
+    def _collect(self) -> None:
+        """Keep the metrics of the evaluation that has just ended (raises its error)."""
+        if self._running is not None and self._running.done():
+            task, self._running = self._running, None
+            self._ended.append(task.result())
 
-    async def wait_pending(self) -> None:
+    async def wait(self) -> None:
+        """Wait for the evaluation under way, if any (`finished` then has its metrics)."""
         if self._running is not None and not self._running.done():
-            log.info("waiting for the evaluation under way before starting another")
-            await self._running
+            log.info("waiting for the evaluation under way")
+            await asyncio.wait({self._running})
 
     async def final(self, version: int) -> list[dict[str, float]]:
-        """The evaluation under way, then the last version's if evaluation is on and
-        it was not evaluated: each one's metrics, once finished."""
-        results = [await self.wait()]
+        """The evaluations still to report, the last version's included if evaluation
+        is on and it was not evaluated; waits for them."""
         if self.cfg.eval.every and version not in self.evaluated:
             await self.start(version)
-            results.append(await self.wait())
-        return results
+        await self.wait()
+        return self.finished()
 
     def cancel(self) -> None:
         if self._running is not None:

@@ -38,6 +38,7 @@ from core.chat import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ChatCodec, ChatTemplateEr
 from core.config import AUTO_MAX_MODEL_LEN, Config, ConfigError
 from envs import EnvConfigError, astep, make_env
 from orchestrator.curriculum import TaskCounts, task_counts
+from rollout.engine_args import EngineUnsupported, check_linear_attention_dtype
 
 PROBE_SEED = 0
 PROBE_ACTION = "I do not know."
@@ -80,6 +81,10 @@ def preflight(cfg: Config) -> Preflight:
     """Run every check (module docstring); raises ConfigError or EnvConfigError."""
     model_path = resolve_policy(cfg.model)
     max_model_len = context_length(cfg.rollout.max_model_len, model_context_length(model_path))
+    try:
+        check_linear_attention_dtype(model_path, cfg.model.dtype, cfg.rollout.gpus_per_worker)
+    except EngineUnsupported as exc:
+        raise ConfigError(str(exc)) from exc
     env = make_env(cfg.env.id, cfg.env.kwargs)
     check_trainable(env)
     try:

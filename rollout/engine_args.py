@@ -5,6 +5,8 @@ one line, what vLLM can only do on a GPU. Pure functions; vLLM is not imported.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -48,6 +50,26 @@ def check_supported(return_routed_experts: bool, quantization: str | None = None
         raise EngineUnsupported("FP8 rollout needs a GPU: vLLM's CPU build has no fp8 kernels")
 
 
+def linear_attention(model_path: str) -> bool:
+    """Whether the checkpoint has linear-attention (Gated DeltaNet) layers: Qwen3.5,
+    Qwen3-Next. vLLM keeps recurrent state for them beside the KV cache."""
+    path = Path(model_path) / "config.json"
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    text = config.get("text_config") or config
+    return "linear_attention" in (text.get("layer_types") or [])
+
+
+def check_linear_attention_dtype(model_path: str, dtype: str, gpus_per_worker: int) -> None:
+    """Refuse, in one line, a CPU engine of a linear-attention model in another dtype
+    than bf16: vLLM's CPU Gated DeltaNet kernel runs only in bf16 (vllm/model_executor/
+    layers/mamba/ops/cpu/gdn_attention.py:158 asserts it at the first forward)."""
+    if gpus_per_worker == 0 and dtype != "bfloat16" and linear_attention(model_path):
+        raise EngineUnsupported(
+            f"{model_path} has Gated DeltaNet (linear-attention) layers, which vLLM runs on "
+            f"CPU in bf16 only; model.dtype={dtype}: set model.dtype=bfloat16"
+        )
+
+
 def vllm_args(
     model_path: str, cfg: RolloutConfig, dtype: str, seed: int, core: int | None = None
 ) -> dict[str, Any]:
@@ -75,6 +97,12 @@ def vllm_args(
     if speculative := speculative_config(cfg.speculative):
         args["speculative_config"] = speculative
         args["per_request_spec_decode_metrics"] = "summary"
+        if cfg.gpus_per_worker == 0 and linear_attention(model_path):
+            # With prefix caching, vLLM keeps linear-attention state in its 'align' mode
+            # (vllm/model_executor/models/config.py:686-687), and speculative decoding
+            # then copies it with a Triton kernel (vllm/v1/worker/mamba_utils.py:1226),
+            # which has no CPU backend: the first step fails.
+            args["enable_prefix_caching"] = False
     if cfg.return_routed_experts:
         args["enable_return_routed_experts"] = True
     if cfg.sleep_level > 0 and cfg.gpus_per_worker > 0:  # CPU platforms refuse the flag

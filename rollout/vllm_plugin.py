@@ -4,7 +4,8 @@ vLLM calls `register()` in the engine-core and worker processes before it loads
 a model, so everything here is in place wherever vLLM runs:
 - the `asyncrl_shm` weight-transfer backend (rollout.transport);
 - a correct CPU fallback for the rejection sampler's `expand_kernel` (below);
-- a filter for one misleading per-sync log line.
+- a filter for one misleading per-sync log line;
+- without torchvision, an import alias that lets vLLM load Qwen3.5 (below).
 
 It also holds `WorkerInspection`, the worker extension (`worker_extension_cls`)
 through which an Engine asks a vLLM worker process what it actually runs and
@@ -13,8 +14,12 @@ which weights it holds after an update.
 
 from __future__ import annotations
 
+import importlib
+import importlib.abc
+import importlib.util
 import logging
 import os
+import sys
 from typing import Any
 
 
@@ -22,6 +27,7 @@ def register() -> None:
     from rollout.transport import register_backend
 
     register_backend()
+    alias_qwen2_vl_image_processor()
     _replace_cpu_expand_kernel()
     _limit_spin(os.environ.get(SPIN_ENV))
     logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(
@@ -54,6 +60,45 @@ def expand_to_tokens(
     counts = torch.diff(bounds, prepend=bounds.new_zeros(1))
     expanded = torch.repeat_interleave(values, counts)
     output[: expanded.numel()].copy_(expanded)
+
+
+TORCHVISION_ONLY = "transformers.models.qwen2_vl.image_processing_qwen2_vl"
+PIL_TWIN = "transformers.models.qwen2_vl.image_processing_pil_qwen2_vl"
+
+
+class _ModuleAlias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports `name` as the already importable module `target`."""
+
+    def __init__(self, name: str, target: str):
+        self.name, self.target = name, target
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        return importlib.util.spec_from_loader(fullname, self) if fullname == self.name else None
+
+    def create_module(self, spec: Any) -> Any:
+        return importlib.import_module(self.target)
+
+    def exec_module(self, module: Any) -> None:
+        pass
+
+
+def alias_qwen2_vl_image_processor() -> bool:
+    """Without torchvision, import transformers' torchvision-only Qwen2-VL image
+    processor module as its PIL twin; returns whether the alias is (now) in place.
+
+    vLLM 0.32's Qwen3.5 models, text-only ones included, import its Qwen3-VL module
+    at load time (vllm/model_executor/models/qwen3_5.py:88), which takes
+    `smart_resize` from that module (qwen3_vl.py:38), whose first lines import
+    torchvision (image_processing_qwen2_vl.py:26): without it every Qwen3.5
+    architecture "failed to be inspected" (registry.py:1181). The PIL twin defines
+    the same `smart_resize`. PyPI has torchvision for this torch only as a CUDA build,
+    which breaks transformers on CPU torch. A stand-in torchvision package would not
+    do: transformers would then believe torchvision exists and import its parts."""
+    if importlib.util.find_spec("torchvision") is not None:
+        return False
+    if not any(isinstance(f, _ModuleAlias) for f in sys.meta_path):
+        sys.meta_path.insert(0, _ModuleAlias(TORCHVISION_ONLY, PIL_TWIN))
+    return True
 
 
 SPIN_ENV = "ASYNCRL_VLLM_SPIN_S"

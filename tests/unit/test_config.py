@@ -32,6 +32,7 @@ CHOICES = {
     "logger.wandb.mode": choices.WandbMode,
     "placement": choices.PlacementMode,
     "curriculum.weighting": choices.CurriculumWeighting,
+    "model.tiny.architecture": choices.TinyArchitecture,
 }
 
 

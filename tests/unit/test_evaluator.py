@@ -73,7 +73,9 @@ async def _evaluate_while_publishing(fleet: Fleet, tmp_path) -> dict[str, float]
     await evaluator.start(0)
     await asyncio.sleep(0.02)  # some samples have run
     await fleet.publish()  # the learner's next version, while the evaluation runs
-    return await evaluator.wait()
+    await evaluator.wait()
+    (metrics,) = evaluator.finished()
+    return metrics
 
 
 def test_an_evaluation_holds_its_version_until_it_ends(tmp_path):
@@ -98,9 +100,30 @@ def test_an_evaluation_past_its_timeout_stops_naming_the_wait_and_unpins():
         cfg.eval.every, cfg.eval.tasks, cfg.eval.timeout_s = 1, 2, 0.2
         evaluator = Evaluator(fleet, cfg, TaskCounts(None, None, {}), started=0.0)
         await evaluator.start(0)
+        await evaluator.wait()
         with pytest.raises(WaitTimeout, match=r"the evaluation of v0 \(2 tasks; eval.timeout_s\)"):
-            await evaluator.wait()
+            evaluator.finished()
         await asyncio.wait_for(fleet.publish(), 1.0)  # the pin was let go
         return fleet
 
     assert asyncio.run(scenario()).version == 1
+
+
+def test_evaluations_that_end_between_two_reports_are_all_reported(tmp_path):
+    """An odd first version, then an even one (eval.every=2): the first evaluation has
+    ended when the second starts, and neither is lost."""
+
+    async def scenario() -> list[dict]:
+        fleet = Fleet()
+        fleet.version = 5
+        cfg = Config()
+        cfg.eval.every, cfg.eval.tasks = 2, 3
+        evaluator = Evaluator(fleet, cfg, TaskCounts(None, None, {}), started=0.0)
+        evaluator._write_samples = lambda version, episodes: None
+        await evaluator.start(5)
+        await fleet.publish()  # waits for the first evaluation to end
+        assert evaluator.due(6)
+        await evaluator.start(6)
+        return await evaluator.final(6)
+
+    assert [m["eval/version"] for m in asyncio.run(scenario())] == [5, 6]
