@@ -97,7 +97,8 @@ class RoutingReplay:
                 replayed = self._indices[:, layer].to(chosen.device)
                 chosen = torch.where(self._mask.to(chosen.device)[:, None], replayed, chosen)
             scores = probs.gather(-1, chosen)
-            if router.norm_topk_prob:
+            if getattr(router, "norm_topk_prob", True):  # Qwen3.5-MoE's router always
+                # normalises (transformers/models/qwen3_5_moe/modeling_qwen3_5_moe.py:888)
                 scores = scores / scores.sum(dim=-1, keepdim=True)
             if self._recorded is not None:
                 self._recorded.append(chosen.detach().clone())

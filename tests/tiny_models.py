@@ -39,6 +39,36 @@ def tiny_moe(vocab_size: int, layers: int = 2, experts: int = 4, top_k: int = 2)
     return model
 
 
+def tiny_qwen35_moe(vocab_size: int, layers: int = 2, experts: int = 4, top_k: int = 2):
+    """A 64-wide Qwen3.5-MoE: Gated DeltaNet and gated full-attention layers in turn,
+    every layer routed over `experts` plus a shared expert; spread-out routers."""
+    from transformers import Qwen3_5MoeForCausalLM, Qwen3_5MoeTextConfig
+
+    torch.manual_seed(0)
+    config = Qwen3_5MoeTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        linear_key_head_dim=64,
+        linear_value_head_dim=64,
+        linear_num_key_heads=2,
+        linear_num_value_heads=4,
+        full_attention_interval=2,
+        num_experts=experts,
+        num_experts_per_tok=top_k,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=32,
+        pad_token_id=0,
+    )
+    model = Qwen3_5MoeForCausalLM(config)
+    for layer in model.model.layers:
+        torch.nn.init.normal_(layer.mlp.gate.weight, std=0.5)
+    return model
+
+
 # -- a tiny vision-language model ----------------------------------------------------
 
 VL_IMAGE_TOKENS = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"]

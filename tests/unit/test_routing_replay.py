@@ -1,4 +1,5 @@
-"""Routing replay (R3) on a tiny Qwen3-MoE: exact when replaying the learner's own
+"""Routing replay (R3) on a tiny Qwen3-MoE and a tiny hybrid Qwen3.5-MoE (Gated
+DeltaNet layers too, a shared expert beside the routed ones): exact when replaying the learner's own
 routing (also through the token-aligned trajectory layout and the learner's
 collation), different experts when replaying a different one, router still learns."""
 
@@ -10,14 +11,14 @@ import torch
 from core.types import RoutedExperts
 from learner.batching import Sample, collate
 from learner.routing_replay import RoutingReplay
-from tests.tiny_models import tiny_moe
+from tests.tiny_models import tiny_moe, tiny_qwen35_moe
 
 EXPERTS, TOP_K, LAYERS = 4, 2, 2
 
 
-@pytest.fixture()
-def moe():
-    return tiny_moe(vocab_size=128, layers=LAYERS, experts=EXPERTS, top_k=TOP_K)
+@pytest.fixture(params=[tiny_moe, tiny_qwen35_moe], ids=["qwen3_moe", "qwen3_5_moe"])
+def moe(request):
+    return request.param(vocab_size=128, layers=LAYERS, experts=EXPERTS, top_k=TOP_K)
 
 
 @pytest.fixture()
