@@ -68,6 +68,8 @@ def test_plan_takes_seeds_apart_from_training_for_a_procedural_env():
     assert all(is_eval_id(i) for t in tasks for i in t.episode_ids)
     assert not is_eval_id("g1000000/0") and not is_eval_id("evaluation/0")
     assert cfg.trainer.seed * 1_000_000 + 10**6 < tasks[0].seed  # training seeds start lower
+    cfg.eval.first_seed = 500
+    assert [t.seed for t in plan(cfg, version=7, num_tasks=None)] == list(range(500, 505))
 
 
 def test_plan_walks_a_finite_split_from_its_first_row():

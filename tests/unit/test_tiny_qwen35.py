@@ -132,3 +132,18 @@ def test_the_plugin_lets_the_torchvision_only_qwen2_vl_module_import_as_its_pil_
     )
     assert aliased.returncode == 0, aliased.stderr[-2000:]
     assert aliased.stdout.strip().endswith("image_processing_pil_qwen2_vl")
+
+
+def test_linear_heads_and_mtp_layers_shape_the_model(tmp_path):
+    arch = _small(linear_key_heads=1, linear_value_heads=2, mtp_layers=2)
+    model = build_model(Tokenizer(), arch, seed=0)
+    config = model.config
+    assert (config.linear_num_key_heads, config.linear_num_value_heads) == (1, 2)
+    assert config.mtp_num_hidden_layers == 2
+    model.save_pretrained(tmp_path)
+    names = add_mtp_weights(model, tmp_path)
+    assert {n.split(".")[2] for n in names if n.startswith("mtp.layers.")} == {"0", "1"}
+    none = _small(mtp_layers=0)
+    model = build_model(Tokenizer(), none, seed=0)
+    model.save_pretrained(tmp_path / "none")
+    assert add_mtp_weights(model, tmp_path / "none") == []
