@@ -16,7 +16,6 @@ resumed run samples in the same order.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,8 +25,6 @@ from core.config import Config, ConfigError, CurriculumConfig
 from core.evaluation import held_out_kwargs, solved
 from core.types import Group
 from envs import make_env
-
-log = logging.getLogger(__name__)
 
 
 class CurriculumExhausted(RuntimeError):

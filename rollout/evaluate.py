@@ -96,8 +96,6 @@ def main(argv: list[str]) -> None:
 
     model_path, overrides = _policy_and_overrides(argv)
     cfg = compose(normalize(overrides + [f"model.path={model_path}"]))
-    if not cfg.eval.every:
-        cfg.eval.every = 1  # only the held-out task settings matter here
     metrics, _ = asyncio.run(evaluate_policy(model_path, cfg))
     print(json.dumps(metrics, indent=2))
 
