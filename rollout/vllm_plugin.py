@@ -5,7 +5,9 @@ a model, so everything here is in place wherever vLLM runs:
 - the `asyncrl_shm` weight-transfer backend (rollout.transport);
 - a correct CPU fallback for the rejection sampler's `expand_kernel` (below);
 - a filter for one misleading per-sync log line;
-- without torchvision, an import alias that lets vLLM load Qwen3.5 (below).
+- without torchvision, an import alias that lets vLLM load Qwen3.5 (below);
+- CPU MoE experts repacked after every weight update, not only the first load
+  (below).
 
 It also holds `WorkerInspection`, the worker extension (`worker_extension_cls`)
 through which an Engine asks a vLLM worker process what it actually runs and
@@ -29,6 +31,7 @@ def register() -> None:
     register_backend()
     alias_qwen2_vl_image_processor()
     _replace_cpu_expand_kernel()
+    repack_cpu_moe_experts_on_weight_update()
     _limit_spin(os.environ.get(SPIN_ENV))
     logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(
         _derived_buffer_notice
@@ -130,6 +133,45 @@ def _limit_spin(seconds: str | None) -> None:
         condition.asyncrl_vllm_init(self, is_reader, context, notify_address, min(busy_loop_s, cap))
 
     condition.__init__ = capped
+
+
+def repack_cpu_moe_experts_on_weight_update() -> bool:
+    """Make every weight update of an unquantized MoE layer on CPU end in the
+    layout the CPU kernel reads, as the first load does.
+
+    vLLM 0.32 prepacks CPU expert weights (`CPUUnquantizedExperts.
+    process_weights_after_loading`, fused_moe/experts/cpu_moe.py:208-218: pads
+    the intermediate dim, then `cpu_prepack_moe_weight`) only when the MoE
+    kernel is first built: `UnquantizedFusedMoEMethod._setup_kernel` skips it
+    when `moe_kernel` exists (fused_moe/unquantized_fused_moe_method.py:187-205).
+    A layerwise reload (model_loader/reload/layerwise.py:370-398) loads the
+    checkpoint-layout weights, runs `process_weights_after_loading`, and copies
+    the result over the kernel's tensors, so after a weight update the kernel
+    reads unpacked weights as packed ones: re-sending a MoE model's own weights
+    moved its logprobs (Qwen3-MoE fp32 by 0.014, Qwen3.5-MoE bf16 by 2.4).
+    This runs the experts' own repacking after each update too. Returns whether
+    the hook is in place (False on a vLLM without these classes)."""
+    try:
+        from vllm.model_executor.layers.fused_moe.experts.cpu_moe import CPUUnquantizedExperts
+        from vllm.model_executor.layers.fused_moe.unquantized_fused_moe_method import (
+            UnquantizedFusedMoEMethod,
+        )
+    except ImportError:  # a vLLM build without the CPU MoE experts
+        return False
+    method = UnquantizedFusedMoEMethod
+    if hasattr(method, "asyncrl_vllm_setup_kernel"):
+        return True
+    method.asyncrl_vllm_setup_kernel = method._setup_kernel
+
+    def setup_then_repack(self: Any, layer: Any, w13: Any, w2: Any) -> None:
+        is_weight_update = self.moe_kernel is not None
+        method.asyncrl_vllm_setup_kernel(self, layer, w13, w2)
+        experts = self.moe_kernel.fused_experts if self.moe_kernel is not None else None
+        if is_weight_update and isinstance(experts, CPUUnquantizedExperts):
+            experts.process_weights_after_loading(layer)
+
+    method._setup_kernel = setup_then_repack
+    return True
 
 
 def _replace_cpu_expand_kernel() -> None:
