@@ -86,8 +86,8 @@ class SyncResult:
     """core.digest checksum of each snapshot tensor as the engine holds it, in the
     snapshot's order; None where the engine has no counterpart it can read."""
     digest: str = ""
-    """core.digest.combine over the snapshot's names, dtypes, shapes and `checksums`:
-    equal to the snapshot's digest when the worker holds the learner's weights."""
+    """core.digest.combine over the snapshot's names, dtypes held and `checksums`:
+    the snapshot's `held_digest` when the worker holds the learner's weights."""
     digest_s: float = 0.0
     """Seconds the worker spent computing `checksums` (inside vLLM)."""
 

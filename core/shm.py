@@ -5,7 +5,9 @@ The learner writes every tensor of a policy version into one flat file under
 Ray. Each rollout engine maps the file and loads the tensors without another
 copy through the object store. Each entry carries the checksum of the tensor as
 the learner held it (core.digest), taken before the file is written, so a worker
-can confirm what it loaded. Both sides import this module; torch is imported
+can confirm what it loaded; where the engines serve a narrower dtype than the
+learner writes (bf16 engines, fp32 learner), also the checksum of the tensor cast
+to that dtype, which is what such an engine holds. Both sides import this module; torch is imported
 inside the functions that need it.
 """
 
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.digest import bytes_checksum, combine
+from core.digest import bytes_checksum, combine, tensor_checksum
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,6 +39,21 @@ class TensorEntry:
     nbytes: int
     checksum: int | None = None
     """core.digest checksum of the tensor's bytes, computed by the writer."""
+    served_dtype: str | None = None
+    """The engines' dtype, where it is a narrower float than `dtype` (else None)."""
+    served_checksum: int | None = None
+    """core.digest checksum of the tensor cast to `served_dtype` (round to nearest
+    even, as torch casts when an engine copies it into its parameter)."""
+
+    @property
+    def held_dtype(self) -> str:
+        """The dtype an engine holds this tensor in."""
+        return self.served_dtype or self.dtype
+
+    @property
+    def held_checksum(self) -> int | None:
+        """The checksum an engine holding this tensor exactly reports."""
+        return self.served_checksum if self.served_dtype else self.checksum
 
 
 @dataclass(frozen=True)
@@ -56,11 +73,20 @@ class WeightSnapshot:
         """core.digest.combine over the entries' names, dtypes, shapes, checksums."""
         return combine((e.name, e.dtype, e.shape, e.checksum) for e in self.entries)
 
+    @property
+    def held_digest(self) -> str:
+        """The digest an engine holding these weights exactly reports (in its dtype)."""
+        return combine((e.name, e.held_dtype, e.shape, e.held_checksum) for e in self.entries)
+
 
 def write_snapshot(
-    path: str | Path, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int
+    path: str | Path,
+    named_tensors: Iterable[tuple[str, torch.Tensor]],
+    version: int,
+    served_dtype: str | None = None,
 ) -> WeightSnapshot:
-    """Write tensors (any dtype, on CPU) into one aligned flat file."""
+    """Write tensors (any dtype, on CPU) into one aligned flat file; with
+    `served_dtype` (the engines'), record each wider float tensor's checksum in it."""
     import torch
 
     tensors = [(name, t.detach().contiguous().cpu()) for name, t in named_tensors]
@@ -80,11 +106,27 @@ def write_snapshot(
         buffer[entry.offset : entry.offset + entry.nbytes] = flat
     raw = buffer.numpy()
     entries = [
-        dataclasses.replace(e, checksum=bytes_checksum(raw[e.offset : e.offset + e.nbytes]))
-        for e in entries
+        dataclasses.replace(
+            e,
+            checksum=bytes_checksum(raw[e.offset : e.offset + e.nbytes]),
+            **_served(tensor, served_dtype),
+        )
+        for e, (_, tensor) in zip(entries, tensors, strict=True)
     ]
     _write_whole(Path(path), raw)
     return WeightSnapshot(version, str(path), tuple(entries), offset)
+
+
+def _served(tensor: torch.Tensor, served_dtype: str | None) -> dict[str, object]:
+    """served_dtype and served_checksum for `tensor`, when engines hold it narrower."""
+    import torch
+
+    if served_dtype is None or not tensor.is_floating_point():
+        return {}
+    target = getattr(torch, served_dtype)
+    if not target.is_floating_point or target.itemsize >= tensor.element_size():
+        return {}
+    return {"served_dtype": served_dtype, "served_checksum": tensor_checksum(tensor.to(target))}
 
 
 def read_snapshot(snapshot: WeightSnapshot) -> Iterator[tuple[str, torch.Tensor]]:

@@ -228,15 +228,19 @@ class Trainer:
         out = torch.log_softmax(logits, -1).gather(-1, tensor[0, 1:, None])[:, 0]
         return out.tolist()
 
-    def export_weights(self, directory: str | Path, version: int) -> WeightSnapshot | None:
+    def export_weights(
+        self, directory: str | Path, version: int, served_dtype: str | None = None
+    ) -> WeightSnapshot | None:
         """Full weights as a shared-memory snapshot; a collective under ZeRO-3.
-        Rank 0 writes and returns the snapshot, other ranks return None."""
+        Rank 0 writes and returns the snapshot, other ranks return None. With the
+        engines' `served_dtype`, each tensor wider than it also gets its checksum in
+        it, so bf16 engines can confirm what they hold (core.shm)."""
         with self._full_parameters():
             if self.rank.rank != 0:
                 return None
             state = self.engine.module.state_dict()
             path = Path(directory) / f"policy-v{version}.bin"
-            return write_snapshot(path, state.items(), version)
+            return write_snapshot(path, state.items(), version, served_dtype)
 
     def save_pretrained(self, directory: str | Path) -> None:
         with self._full_parameters():

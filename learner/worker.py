@@ -75,9 +75,11 @@ class LearnerWorker:
     def train_step(self, batch: Batch) -> dict[str, float]:
         return self.trainer.train_step(batch)
 
-    def export_weights(self, directory: str, version: int) -> WeightSnapshot | None:
+    def export_weights(
+        self, directory: str, version: int, served_dtype: str | None = None
+    ) -> WeightSnapshot | None:
         """The snapshot (rank 0), labelled with the node whose shared memory holds it."""
-        snapshot = self.trainer.export_weights(directory, version)
+        snapshot = self.trainer.export_weights(directory, version, served_dtype)
         if snapshot is None:
             return None
         return dataclasses.replace(snapshot, node_id=Placement.here().node_id)

@@ -336,7 +336,8 @@ class Fleet:
 
 def confirm(worker_id: str, sync: SyncResult, snapshot: WeightSnapshot) -> None:
     """Raise WeightMismatch unless `worker_id` reports the snapshot's version and,
-    for every tensor both sides could checksum, the learner's checksum."""
+    for every tensor both sides could checksum, the learner's checksum (of the
+    tensor cast to the engine's dtype, where that is narrower: core.shm)."""
     if sync.version != snapshot.version:
         raise WeightMismatch(
             f"{worker_id} reports weights v{sync.version} after loading v{snapshot.version}"
@@ -349,14 +350,14 @@ def confirm(worker_id: str, sync: SyncResult, snapshot: WeightSnapshot) -> None:
     differing = [
         e.name
         for e, held in zip(snapshot.entries, sync.checksums, strict=True)
-        if None not in (held, e.checksum) and held != e.checksum
+        if None not in (held, e.held_checksum) and held != e.held_checksum
     ]
     if differing:
         more = f" and {len(differing) - 5} more" if differing[5:] else ""
         shown = ", ".join(differing[:5]) + more
         raise WeightMismatch(
             f"{worker_id} holds weights that differ from the learner's v{snapshot.version} "
-            f"(digest {sync.digest}, learner's {snapshot.digest}): {shown}"
+            f"(digest {sync.digest}, learner's {snapshot.held_digest}): {shown}"
         )
 
 

@@ -61,7 +61,8 @@ class LearnerGroup:
         return await self._rank0(calls, f"learner step at version {batch.learner_version}")
 
     async def export_weights(self, directory: Path, version: int) -> WeightSnapshot:
-        calls = [r.export_weights.remote(str(directory), version) for r in self.ranks]
+        served = self.cfg.model.dtype
+        calls = [r.export_weights.remote(str(directory), version, served) for r in self.ranks]
         return await self._rank0(calls, f"learner to export weights v{version}")
 
     async def logprobs(self, ids: list[int]) -> list[float]:

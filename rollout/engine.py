@@ -279,7 +279,8 @@ class Engine:
             raise EngineError(f"vLLM worker (pid {answer.get('pid')}) recorded no weight update")
         checksums = tuple(answer["checksums"])
         digest = combine(
-            (e.name, e.dtype, e.shape, c) for e, c in zip(snapshot.entries, checksums, strict=True)
+            (e.name, e.held_dtype, e.shape, c)
+            for e, c in zip(snapshot.entries, checksums, strict=True)
         )
         return Loaded(int(answer["version"]), checksums, digest, float(answer.get("seconds", 0)))
 

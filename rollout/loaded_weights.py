@@ -9,7 +9,11 @@ found as a slice of a vLLM parameter (paths under vllm/):
   layer's own shard: QKVParallelLinear `_get_shard_offset_mapping` /
   `_get_shard_size_mapping` (layers/linear.py:1088-1103), MergedColumnParallelLinear
   `sum(output_sizes[:i]) // tp_size`, `output_sizes[i] // tp_size`
-  (layers/linear.py:821-826), along the output dimension (0);
+  (layers/linear.py:821-826), along the output dimension (0). A part may span
+  several output sizes: Qwen3.5's `in_proj_qkvz` has four (q, k, v, z) for two
+  learner tensors, `in_proj_qkv` loading as shards (0, 1, 2) and `in_proj_z` as 3
+  (models/qwen3_5.py:228-229); the parts then lie back to back in packed order, so
+  each is cut by the rows the learner's tensor has;
 - padded vocabularies: a VocabParallelEmbedding's rows past `org_vocab_size` are
   padding (layers/vocab_parallel_embedding.py:284-305);
 - on CPU, a linear layer's weight is repacked for oneDNN after loading and the
@@ -19,7 +23,9 @@ found as a slice of a vLLM parameter (paths under vllm/):
   `process_weights_after_loading` (called by the layerwise reload after it has
   run the buffered weight loaders: model_loader/reload/layerwise.py
   `_layerwise_process`); every other parameter is read after the update.
-A tensor with no counterpart found this way (MoE experts, renamed prefixes,
+MoE experts fused as Transformers 5 fuses them are read as vLLM loads them whole
+(FUSED_EXPERTS). A tensor with no counterpart found this way (per-expert names,
+expert-parallel layers, renamed prefixes,
 tensor-parallel shards) gets None: unconfirmed, never guessed.
 """
 
@@ -41,15 +47,21 @@ Location = tuple[str, int]
 
 
 class LoadedChecksums:
-    """Checksums of `tensors` ((learner name, dtype) in snapshot order) as `model`
-    holds them: `capturing()` around vLLM's load and processing, then `result()`."""
+    """Checksums of `tensors` ((learner name, dtype, shape) in snapshot order) as
+    `model` holds them: `capturing()` around vLLM's load and processing, then
+    `result()`. `dtype` is the one the engine holds the tensor in."""
 
-    def __init__(self, model: Any, tensors: list[tuple[str, str]]):
+    def __init__(self, model: Any, tensors: list[tuple[str, str, tuple[int, ...]]]):
         self.model = model
         self.modules: dict[str, Any] = dict(model.named_modules())
         self.tensors = tensors
-        self.locations = {name: locate(model, self.modules, name) for name, _ in tensors}
-        self.dtypes = {loc[0]: dtype for (_, dtype), loc in self._located() if loc}
+        self.locations = {name: locate(model, self.modules, name) for name, _, _ in tensors}
+        self.dtypes = {loc[0]: dtype for (_, dtype, _), loc in self._located() if loc}
+        self.part_rows: dict[str, dict[int, int]] = {}
+        """Per fused parameter, the rows of each learner tensor packed into it."""
+        for (_, _, shape), location in self._located():
+            if location is not None and shape:
+                self.part_rows.setdefault(location[0], {})[location[1]] = shape[0]
         self.captured: dict[str, list[int | None]] = {}
         self.seconds = 0.0
 
@@ -90,9 +102,9 @@ class LoadedChecksums:
         self.seconds += time.perf_counter() - started
         return out
 
-    def _located(self) -> Iterator[tuple[tuple[str, str], Location | None]]:
-        for name, dtype in self.tensors:
-            yield (name, dtype), self.locations[name]
+    def _located(self) -> Iterator[tuple[tuple[str, str, tuple[int, ...]], Location | None]]:
+        for name, dtype, shape in self.tensors:
+            yield (name, dtype, shape), self.locations[name]
 
     def _before(self, process: Any, names: dict[int, str]) -> Any:
         def checksum_then_process(layer: Any, *args: Any, **kwargs: Any) -> Any:
@@ -110,7 +122,19 @@ class LoadedChecksums:
 
     def _checksums(self, module: Any, param_name: str, param: Any) -> list[int | None]:
         dtype = self.dtypes.get(param_name)
-        return [_checksum(p, dtype) for p in pieces(module, param.data)]
+        parts = self.part_rows.get(param_name, {})
+        every_part = sorted(parts) == list(range(len(parts)))
+        rows = [parts[i] for i in range(len(parts))] if every_part else []
+        return [_checksum(p, dtype) for p in pieces(module, param.data, rows)]
+
+
+FUSED_EXPERTS = {"gate_up_proj": "w13_weight", "down_proj": "w2_weight"}
+"""Transformers 5's fused expert tensors ([experts, 2 x intermediate, hidden] with
+the gate rows first, [experts, hidden, intermediate]) and the vLLM MoE layer's
+parameters that load them whole, in the same layout (fused_moe/routed_experts.py
+~1030-1050: a fused 3-D tensor's `chunk(2, dim=1)` gives w1 then w3 of w13); read
+just before `process_weights_after_loading`, as linear layers are, because the CPU
+kernel repacks them then."""
 
 
 def locate(model: Any, modules: dict[str, Any], name: str) -> Location | None:
@@ -119,6 +143,14 @@ def locate(model: Any, modules: dict[str, Any], name: str) -> Location | None:
     module = modules.get(module_name)
     if module is not None and isinstance(getattr(module, param_name, None), _tensor_type()):
         return name, 0
+    fused = FUSED_EXPERTS.get(param_name)
+    if fused is not None:
+        # vLLM's MoE runner sits at the model's `experts` name and holds the
+        # experts' weights in its `routed_experts` (fused_moe/runner/moe_runner.py:272)
+        for owner in (module_name, f"{module_name}.routed_experts"):
+            experts = modules.get(owner)
+            if _holds_every_expert(experts) and hasattr(experts, fused):
+                return f"{owner}.{fused}", 0
     for packed, parts in getattr(model, "packed_modules_mapping", {}).items():
         for index, part in enumerate(parts):
             if module_name.endswith("." + part):
@@ -128,9 +160,17 @@ def locate(model: Any, modules: dict[str, Any], name: str) -> Location | None:
     return None
 
 
-def pieces(module: Any, data: torch.Tensor) -> list[torch.Tensor | None]:
+def _holds_every_expert(module: Any) -> bool:
+    """A MoE layer holding all its experts (no expert parallelism)."""
+    total = getattr(module, "global_num_experts", None)
+    return total is not None and getattr(module, "local_num_experts", total) == total
+
+
+def pieces(module: Any, data: torch.Tensor, rows: list[int]) -> list[torch.Tensor | None]:
     """The learner tensors a parameter of `module` holds, in its packed order
-    (one piece for an unfused one); None for a shard of a tensor-parallel layer."""
+    (one piece for an unfused one); None for a shard of a tensor-parallel layer.
+    `rows`: the rows of each learner tensor packed into it, in order, where known:
+    they cut a merged layer whose parts span several of its output sizes."""
     from vllm.model_executor.layers.linear import MergedColumnParallelLinear, QKVParallelLinear
     from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmbedding
 
@@ -142,11 +182,22 @@ def pieces(module: Any, data: torch.Tensor) -> list[torch.Tensor | None]:
         ]
         return [data.narrow(0, offset, size) for offset, size in spans]
     if isinstance(module, MergedColumnParallelLinear):
+        if len(rows) != len(module.output_sizes):
+            return _back_to_back(data, rows)
         starts = [sum(module.output_sizes[:i]) for i in range(len(module.output_sizes))]
         return [data.narrow(0, s, n) for s, n in zip(starts, module.output_sizes, strict=True)]
     if isinstance(module, VocabParallelEmbedding) and data.dim() == 2:
         return [data.narrow(0, 0, module.org_vocab_size)]
     return [data]
+
+
+def _back_to_back(data: torch.Tensor, rows: list[int]) -> list[torch.Tensor | None]:
+    """`data` cut into consecutive blocks of `rows` rows; unknown (None) unless the
+    blocks cover it exactly."""
+    if not rows or sum(rows) != data.shape[0]:
+        return [None] * max(len(rows), 1)
+    starts = [sum(rows[:i]) for i in range(len(rows))]
+    return [data.narrow(0, start, n) for start, n in zip(starts, rows, strict=True)]
 
 
 def _checksum(piece: torch.Tensor | None, dtype: str | None) -> int | None:

@@ -40,7 +40,10 @@ def snapshot_update_info(snapshot: Any) -> dict[str, Any]:
         "version": snapshot.version,
         "path": snapshot.path,
         "total_bytes": snapshot.total_bytes,
-        "entries": [[e.name, e.dtype, list(e.shape), e.offset, e.nbytes] for e in snapshot.entries],
+        "entries": [
+            [e.name, e.dtype, list(e.shape), e.offset, e.nbytes, e.served_dtype]
+            for e in snapshot.entries
+        ],
     }
 
 
@@ -66,8 +69,8 @@ def _info_classes() -> tuple[type, type]:
 
         def snapshot(self) -> WeightSnapshot:
             entries = tuple(
-                TensorEntry(name, dtype, tuple(shape), offset, nbytes)
-                for name, dtype, shape, offset, nbytes in self.entries
+                TensorEntry(name, dtype, tuple(shape), offset, nbytes, served_dtype=served)
+                for name, dtype, shape, offset, nbytes, served in self.entries
             )
             return WeightSnapshot(self.version, self.path, entries, self.total_bytes)
 
@@ -126,7 +129,7 @@ def _engine_class() -> type:
 
         def receive_weights(self, update_info: Any) -> None:
             snapshot = update_info.snapshot()
-            tensors = [(e.name, e.dtype) for e in snapshot.entries]
+            tensors = [(e.name, e.held_dtype, e.shape) for e in snapshot.entries]
             self._checksums = LoadedChecksums(self.model, tensors)
             self._version = snapshot.version
             with self._checksums.capturing():

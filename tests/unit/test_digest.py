@@ -1,7 +1,8 @@
 """Weight digests (core.digest) and the snapshot's checksums (core.shm): equal
 weights give equal digests, one changed element changes them, and what must not
 matter (memory layout, where a tensor's bytes sit) does not; rollout.loaded_weights
-finds each learner tensor among a vLLM-style model's fused parameters."""
+finds each learner tensor among a vLLM-style model's fused parameters; bf16 engines
+confirm an fp32 learner's weights through the checksums of their bf16 casts."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import pytest
 import torch
 
 from core.digest import combine, tensor_checksum
+from core.records import SyncResult
 from core.shm import write_snapshot
-from rollout.loaded_weights import locate
+from orchestrator.fleet import WeightMismatch, confirm
+from rollout.loaded_weights import _back_to_back, locate
 
 
 def _weights(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -117,3 +120,86 @@ def test_checksumming_a_snapshot_is_cheap(tmp_path, megabytes):
     seconds = time.perf_counter() - started
     assert checksum == write_snapshot(tmp_path / "s.bin", [("w", tensor)], 1).entries[0].checksum
     assert seconds < 0.05 * megabytes  # ~0.25 ms per MB measured here; 50 ms/MB is a hang
+
+
+def test_a_snapshot_for_bf16_engines_records_the_checksum_of_each_fp32_tensors_cast(tmp_path):
+    weights = _weights()
+    snapshot = write_snapshot(tmp_path / "a.bin", weights.items(), 1, "bfloat16")
+    plain = write_snapshot(tmp_path / "b.bin", weights.items(), 1)
+    for entry in snapshot.entries:
+        tensor = weights[entry.name]
+        if tensor.dtype == torch.float32:
+            assert entry.held_dtype == "bfloat16"
+            assert entry.held_checksum == tensor_checksum(tensor.to(torch.bfloat16))
+        else:  # already bf16: nothing narrower to cast to
+            assert entry.served_dtype is None and entry.held_checksum == entry.checksum
+    assert snapshot.digest == plain.digest  # the learner's own bytes are unchanged
+    assert all(e.served_dtype is None for e in plain.entries)
+    assert plain.held_digest == plain.digest
+
+
+def _sync(snapshot, checksums) -> SyncResult:
+    return SyncResult(
+        version=snapshot.version,
+        pause_s=0.0,
+        load_s=0.0,
+        drain_s=0.0,
+        bytes=snapshot.total_bytes,
+        checksums=tuple(checksums),
+    )
+
+
+def test_a_bf16_engine_is_confirmed_by_its_casts_and_refused_for_another_weight(tmp_path):
+    weights = _weights()
+    snapshot = write_snapshot(tmp_path / "a.bin", weights.items(), 1, "bfloat16")
+    held = {name: t.to(torch.bfloat16) for name, t in weights.items()}
+    right = [tensor_checksum(held[e.name]) for e in snapshot.entries]
+    confirm("w", _sync(snapshot, right), snapshot)
+
+    name = "model.layers.0.self_attn.q_proj.weight"
+    held[name] = held[name].clone()
+    held[name].view(torch.int16)[0, 0] += 1  # one bf16 ulp
+    wrong = [tensor_checksum(held[e.name]) for e in snapshot.entries]
+    with pytest.raises(WeightMismatch, match=name):
+        confirm("w", _sync(snapshot, wrong), snapshot)
+    # the fp32 learner's own checksums are not what a bf16 engine holds
+    with pytest.raises(WeightMismatch):
+        confirm("w", _sync(snapshot, [e.checksum for e in snapshot.entries]), snapshot)
+
+
+def test_a_merged_layer_whose_parts_span_several_output_sizes_is_cut_by_their_rows():
+    """Qwen3.5's in_proj_qkvz: output sizes q, k, v, z; learner tensors qkv and z."""
+    qkv, z = torch.randn(12, 4), torch.randn(8, 4)
+    fused = torch.cat([qkv, z])
+    cut = _back_to_back(fused, [12, 8])
+    assert [tensor_checksum(p) for p in cut] == [tensor_checksum(qkv), tensor_checksum(z)]
+    assert _back_to_back(fused, [12, 4]) == [None, None]  # rows that do not cover it
+
+
+class _Experts(torch.nn.Module):
+    """vLLM's RoutedExperts: all experts' gate/up in w13_weight, down in w2_weight."""
+
+    def __init__(self, local: int = 4):
+        super().__init__()
+        self.global_num_experts, self.local_num_experts = 4, local
+        self.w13_weight = torch.nn.Parameter(torch.zeros(4, 6, 4))
+        self.w2_weight = torch.nn.Parameter(torch.zeros(4, 4, 3))
+
+
+class _Runner(torch.nn.Module):
+    """vLLM's MoE runner at the model's `experts` name (fused_moe/runner/moe_runner.py)."""
+
+    def __init__(self, local: int = 4):
+        super().__init__()
+        self.routed_experts = _Experts(local)
+
+
+def test_fused_expert_tensors_are_located_in_the_moe_layers_parameters():
+    model = torch.nn.Module()
+    model.experts = _Runner()
+    model.sharded = _Runner(local=2)  # expert parallel: holds half, stays unconfirmed
+    modules = dict(model.named_modules())
+    located = locate(model, modules, "experts.gate_up_proj")
+    assert located == ("experts.routed_experts.w13_weight", 0)
+    assert locate(model, modules, "experts.down_proj") == ("experts.routed_experts.w2_weight", 0)
+    assert locate(model, modules, "sharded.gate_up_proj") is None
