@@ -4,7 +4,7 @@ vLLM calls `register()` in the engine-core and worker processes before it loads
 a model, so everything here is in place wherever vLLM runs:
 - the `asyncrl_shm` weight-transfer backend (rollout.transport);
 - a correct CPU fallback for the rejection sampler's `expand_kernel` (below);
-- a filter for one misleading per-sync log line;
+- filters for two misleading per-sync log lines;
 - without torchvision, an import alias that lets vLLM load Qwen3.5 (below);
 - CPU MoE experts repacked after every weight update, not only the first load
   (below).
@@ -36,6 +36,7 @@ def register() -> None:
     logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(
         _derived_buffer_notice
     )
+    logging.getLogger("vllm.model_executor.models.utils").addFilter(_intended_narrowing_notice)
 
 
 def expand_to_tokens(
@@ -248,6 +249,23 @@ class WorkerInspection:
         engine = getattr(self, "weight_transfer_engine", None)
         confirmation = getattr(engine, "confirmation", None) or {}
         return {**confirmation, "pid": os.getpid()}
+
+
+NARROWER = ("torch.bfloat16", "torch.float16")
+
+
+def _intended_narrowing_notice(record: logging.LogRecord) -> bool:
+    """Drop vLLM's per-tensor warning for loading an fp32 tensor into a bf16/fp16
+    parameter (models/utils.py:333-339): with model.dtype=bfloat16 and an fp32
+    learner, every tensor of every update is one, by design, and the update's
+    checksums in the engine's dtype confirm each cast (core.shm served_checksum)."""
+    args = record.args if isinstance(record.args, tuple) else ()
+    return not (
+        str(record.msg).startswith("Attempted to load weight %s with dtype")
+        and len(args) == 3
+        and str(args[1]) == "torch.float32"
+        and str(args[2]) in NARROWER
+    )
 
 
 def _derived_buffer_notice(record: logging.LogRecord) -> bool:

@@ -102,3 +102,21 @@ def test_engine_spin_caps_how_long_vllm_readers_busy_wait(monkeypatch):
         assert reader_spin() == 0.2
     finally:
         context.term()
+
+
+def test_only_the_intended_fp32_to_bf16_load_warning_is_dropped():
+    """The models/utils.py line: an fp32 update into a bf16 engine is by design; any
+    other dtype mismatch (or any other line) still reaches the log."""
+    import logging
+
+    from rollout.vllm_plugin import _intended_narrowing_notice
+
+    def record(*args) -> logging.LogRecord:
+        message = "Attempted to load weight %s with dtype %s into parameter with dtype %s"
+        return logging.LogRecord("vllm", logging.WARNING, "utils.py", 333, message, args, None)
+
+    assert not _intended_narrowing_notice(record("w", torch.float32, torch.bfloat16))
+    assert _intended_narrowing_notice(record("w", torch.bfloat16, torch.float8_e4m3fn))
+    assert _intended_narrowing_notice(record("w", torch.float64, torch.bfloat16))
+    other = logging.LogRecord("vllm", logging.WARNING, "x.py", 1, "something %s", ("a",), None)
+    assert _intended_narrowing_notice(other)
