@@ -8,7 +8,7 @@ keys. Plain frozen dataclasses: no torch, cheap to pickle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,10 @@ class GroupSpec:
             )
 
 
+SPEC_VERSIONS_KEPT = 4
+"""Weight versions an engine keeps speculation counts for."""
+
+
 @dataclass
 class EngineStats:
     """A rollout worker's engine counters since it started (the engine counts in
@@ -51,6 +55,19 @@ class EngineStats:
     spec_steps: int = 0
     spec_drafted: int = 0
     spec_accepted: int = 0
+    spec_by_version: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """(drafted, accepted) speculative tokens per weight version the engine held when
+    the request finished; the newest SPEC_VERSIONS_KEPT versions."""
+
+    def count_speculation(self, version: int, drafted: int, accepted: int, steps: int) -> None:
+        """Add one finished request's speculation, under the engine's weight `version`."""
+        self.spec_steps += steps
+        self.spec_drafted += drafted
+        self.spec_accepted += accepted
+        before = self.spec_by_version.get(version, (0, 0))
+        self.spec_by_version[version] = (before[0] + drafted, before[1] + accepted)
+        for old in sorted(self.spec_by_version)[:-SPEC_VERSIONS_KEPT]:
+            del self.spec_by_version[old]
 
     @property
     def prefix_cache_hit(self) -> float:

@@ -56,7 +56,8 @@ def fleet_metrics(
     worker_stats: dict[str, EngineStats], pool_stats: list[PoolStats]
 ) -> dict[str, float]:
     """Per rollout worker: tokens generated, queue depth, prefix-cache hits and
-    speculative acceptance; across them: placement skew (max/mean tokens placed)."""
+    speculative acceptance; across them: placement skew (max/mean tokens placed) and
+    speculative acceptance, all-time and at the newest version."""
     placed: dict[str, float] = {}
     for pool in pool_stats:
         for worker_id, load in pool.workers.items():
@@ -74,7 +75,26 @@ def fleet_metrics(
     if drafted:
         accepted = sum(s.spec_accepted for s in worker_stats.values())
         metrics["spec/acceptance_rate"] = accepted / drafted
-    return metrics
+    return metrics | version_acceptance(list(worker_stats.values()))
+
+
+def version_acceptance(worker_stats: list[EngineStats]) -> dict[str, float]:
+    """`spec/version_acceptance_rate`: accepted / drafted tokens over every worker's
+    requests that finished under the newest weight version any drafts were made
+    with, and that version (`spec/version`): how well the drafter follows the policy
+    as it trains, version by version (the all-time rate hides it)."""
+    per_version: dict[int, list[int]] = {}
+    for stats in worker_stats:
+        for version, (drafted, accepted) in stats.spec_by_version.items():
+            totals = per_version.setdefault(version, [0, 0])
+            totals[0] += drafted
+            totals[1] += accepted
+    drafted_versions = [v for v, (drafted, _) in per_version.items() if drafted]
+    if not drafted_versions:
+        return {}
+    newest = max(drafted_versions)
+    drafted, accepted = per_version[newest]
+    return {"spec/version": float(newest), "spec/version_acceptance_rate": accepted / drafted}
 
 
 def _speculation(prefix: str, stats: EngineStats) -> dict[str, float]:

@@ -315,7 +315,11 @@ class Engine:
     def snapshot_stats(self, worker_id: str = "") -> EngineStats:
         busy_s = self.stats.busy_s + self._busy_elapsed()
         return dataclasses.replace(
-            self.stats, worker_id=worker_id, version=self.version, busy_s=busy_s
+            self.stats,
+            worker_id=worker_id,
+            version=self.version,
+            busy_s=busy_s,
+            spec_by_version=dict(self.stats.spec_by_version),
         )
 
     def shutdown(self, grace_s: float | None = None) -> None:
@@ -384,9 +388,10 @@ class Engine:
         metrics = getattr(completion, "spec_decode_metrics", None)
         if metrics is None:
             return
-        self.stats.spec_steps += sum(metrics.histogram)
-        self.stats.spec_drafted += metrics.num_draft_tokens
-        self.stats.spec_accepted += sum(j * n for j, n in enumerate(metrics.histogram))
+        accepted = sum(j * n for j, n in enumerate(metrics.histogram))
+        self.stats.count_speculation(
+            self.version, metrics.num_draft_tokens, accepted, sum(metrics.histogram)
+        )
 
     def _begin(self, max_tokens: int) -> None:
         if self.stats.in_flight == 0:
