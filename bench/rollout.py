@@ -1,6 +1,7 @@
 """Rollout-plane benchmark: ratios measured side by side in one run (not a test).
 
     python -m bench.rollout [--episodes 32] [--model PATH] [--json PATH]
+    python -m bench.rollout --hybrid [--json PATH]
 
 1. agent loop vs raw vLLM: generated tokens/s of asyncrl's multi-turn agent loop
    (run_episode over an Engine: env steps, chat codec, trajectory building)
@@ -13,6 +14,9 @@
    must be copied from the question), at one request in flight (latency-bound
    decoding, where drafts pay off) and at eight; with the acceptance rate and
    the mean accepted length.
+   `--hybrid`: only this section, on the tiny Qwen3.5 policy (`model=tiny_qwen35`,
+   bf16 engines: vLLM's CPU linear attention is bf16 only), with MTP drafts (its own
+   MTP layer, one token per step) beside ngram, against no speculation.
 3. placement: two engines, requests with long-tailed lengths arriving over
    time; the Router's least-outstanding-tokens placement against round robin:
    token skew (max/mean per worker) and the time to finish everything
@@ -58,10 +62,13 @@ class Rate:
 def main() -> None:
     args = _parse()
     environment(vllm=True)
-    model = policy(args.model)
+    model = _hybrid_policy() if args.hybrid else policy(args.model)
     codec = _codec(model)
     values: dict[str, float] = {}
-    rows = asyncio.run(_all(model, codec, args.episodes, values))
+    if args.hybrid:
+        rows = asyncio.run(_speculation_rows(model, codec, HYBRID_METHODS, "bfloat16", values))
+    else:
+        rows = asyncio.run(_all(model, codec, args.episodes, values))
     print(f"\nrollout benchmark ({model})")
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
@@ -94,54 +101,78 @@ async def _all(
         ]
     finally:
         engine.shutdown()
-    off, on, stats = await _speculation(model, codec)
-    for n in (1, 8):
-        values |= {
-            f"spec_on_tokens_per_s_{n}": on[n].per_s,
-            f"spec_off_tokens_per_s_{n}": off[n].per_s,
-            f"spec_on_over_off_{n}": on[n].per_s / off[n].per_s,
-        }
-        rows.append(
-            (
-                f"ngram spec on/off decode tokens/s, {n} in flight",
-                f"{on[n].per_s:.0f} / {off[n].per_s:.0f} = {on[n].per_s / off[n].per_s:.2f}x"
-                "  (goal >= 1.5x)",
-            )
-        )
-    rows.append(
-        (
-            "ngram acceptance rate / mean accepted length",
-            f"{stats.spec_accepted / max(1, stats.spec_drafted):.2f} / "
-            f"{1 + stats.spec_accepted / max(1, stats.spec_steps):.2f} tokens per step",
-        )
-    )
-    values["spec_acceptance_rate"] = stats.spec_accepted / max(1, stats.spec_drafted)
-    values["spec_mean_accepted_length"] = 1 + stats.spec_accepted / max(1, stats.spec_steps)
+    rows += await _speculation_rows(model, codec, {"ngram": 4}, "float32", values)
     rows += await _placement(model, values)
     return rows
 
 
+HYBRID_METHODS = {"ngram": 4, "mtp": 1}
+"""Speculation methods on the hybrid policy, with their draft tokens per step (its
+one MTP layer drafts one)."""
+
+
+async def _speculation_rows(
+    model: str, codec: ChatCodec, methods: dict[str, int], dtype: str, values: dict[str, float]
+) -> list[tuple[str, str]]:
+    """Decode tokens/s of each speculation method over none, and its acceptance."""
+    off, on, stats = await _speculation(model, codec, methods, dtype)
+    rows: list[tuple[str, str]] = []
+    for method in methods:
+        prefix = "spec" if method == "ngram" else f"spec_{method}"
+        for n in (1, 8):
+            rate, base = on[method][n].per_s, off[n].per_s
+            values |= {
+                f"{prefix}_on_tokens_per_s_{n}": rate,
+                f"{prefix}_off_tokens_per_s_{n}": base,
+                f"{prefix}_on_over_off_{n}": rate / base,
+            }
+            goal = "  (goal >= 1.5x)" if method == "ngram" else ""
+            rows.append(
+                (
+                    f"{method} spec on/off decode tokens/s, {n} in flight",
+                    f"{rate:.0f} / {base:.0f} = {rate / base:.2f}x{goal}",
+                )
+            )
+        seen = stats[method]
+        acceptance = seen.spec_accepted / max(1, seen.spec_drafted)
+        length = 1 + seen.spec_accepted / max(1, seen.spec_steps)
+        rows.append(
+            (
+                f"{method} acceptance rate / mean accepted length",
+                f"{acceptance:.2f} / {length:.2f} tokens per step",
+            )
+        )
+        values[f"{prefix}_acceptance_rate"] = acceptance
+        values[f"{prefix}_mean_accepted_length"] = length
+    return rows
+
+
 async def _speculation(
-    model: str, codec: ChatCodec
-) -> tuple[dict[int, Rate], dict[int, Rate], dict]:
-    """Decode rates without and with ngram drafts: both engines up at once (on the
-    same core, taking turns), measured alternately twice, summed."""
+    model: str, codec: ChatCodec, methods: dict[str, int], dtype: str
+) -> tuple[dict[int, Rate], dict[str, dict[int, Rate]], dict]:
+    """Decode rates without and with each method's drafts: all engines up at once (on
+    the same core, taking turns), measured alternately twice, summed."""
     prompts = _echo_prompts(codec, 16)
-    plain = await _engine(model, core=0)
-    drafting = await _engine(model, core=0, speculative="ngram")
+    plain = await _engine(model, core=0, dtype=dtype)
+    drafting = {
+        method: await _engine(model, core=0, speculative=method, tokens=tokens, dtype=dtype)
+        for method, tokens in methods.items()
+    }
     off: dict[int, Rate] = {}
-    on: dict[int, Rate] = {}
+    on: dict[str, dict[int, Rate]] = {method: {} for method in methods}
     try:
         for _ in range(2):
             for in_flight in (1, 8):
-                for engine, rates in ((plain, off), (drafting, on)):
+                engines = [(plain, off)] + [(drafting[m], on[m]) for m in methods]
+                for engine, rates in engines:
                     rate = await _decode(engine, prompts, in_flight, codec)
                     seen = rates.get(in_flight, Rate(0, 0.0))
                     rates[in_flight] = Rate(seen.tokens + rate.tokens, seen.seconds + rate.seconds)
-        return off, on, drafting.snapshot_stats()
+        return off, on, {m: engine.snapshot_stats() for m, engine in drafting.items()}
     finally:
         plain.shutdown()
-        drafting.shutdown()
+        for engine in drafting.values():
+            engine.shutdown()
 
 
 async def _agent_vs_raw(engine: Engine, codec: ChatCodec, episodes: int) -> tuple[Rate, Rate, Rate]:
@@ -296,12 +327,15 @@ def _round_robin(n: int) -> Callable[[], int]:
     return lambda: next(counter) % n
 
 
-async def _engine(model: str, core: int, speculative: str = "none") -> Engine:
+async def _engine(
+    model: str, core: int, speculative: str = "none", tokens: int = 4, dtype: str = "float32"
+) -> Engine:
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = str(core % (os.cpu_count() or 1))
     spec = SpeculativeConfig(
-        method=speculative, num_speculative_tokens=4, prompt_lookup_min=2, prompt_lookup_max=5
+        method=speculative, num_speculative_tokens=tokens, prompt_lookup_min=2, prompt_lookup_max=5
     )
-    engine = Engine(model, RolloutConfig(max_model_len=MAX_MODEL_LEN, speculative=spec))
+    cfg = RolloutConfig(max_model_len=MAX_MODEL_LEN, speculative=spec)
+    engine = Engine(model, cfg, dtype=dtype)
     await engine.start()
     return engine
 
@@ -335,9 +369,18 @@ def _codec(model: str) -> ChatCodec:
     return ChatCodec(AutoTokenizer.from_pretrained(model), env.tool_schemas)
 
 
+def _hybrid_policy() -> str:
+    """The tiny Qwen3.5 policy `model=tiny_qwen35` builds (cached after the first)."""
+    from bootstrap.policy import resolve_policy
+    from core.compose import compose
+
+    return resolve_policy(compose(["model=tiny_qwen35"]).model)
+
+
 def _parse() -> argparse.Namespace:
     args = parser(__doc__, model=True)
     args.add_argument("--episodes", type=int, default=32)
+    args.add_argument("--hybrid", action="store_true", help="speculation on tiny Qwen3.5 only")
     return args.parse_args()
 
 
