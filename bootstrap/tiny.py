@@ -50,9 +50,16 @@ def tiny_policy_dir(tiny: TinyModelConfig, cache_dir: Path, name: str) -> Path:
         fields = {k: v for k, v in fields.items() if k not in QWEN3_5_FIELDS}
     else:
         fields["architecture"] = str(tiny.architecture)
-    recipe = {"version": BOOTSTRAP_VERSION, "env": DEMO_ENV, **fields}
+    recipe = {"version": BOOTSTRAP_VERSION, "env": demo_env(tiny), **fields}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     return cache_dir / f"{name}-{digest}"
+
+
+def demo_env(tiny: TinyModelConfig) -> str:
+    """The env whose scripted dialogues the policy is warmed up on."""
+    from bootstrap.tiny_vl import DEMO_ENV as VL_DEMO_ENV
+
+    return VL_DEMO_ENV if tiny.architecture == "idefics3" else DEMO_ENV
 
 
 def ensure_tiny_policy(tiny: TinyModelConfig, cache_dir: Path, name: str) -> str:
@@ -90,6 +97,12 @@ def build_tiny_policy(tiny: TinyModelConfig, staging: Path) -> None:
 
     started = time.perf_counter()
     log.info("building the tiny policy %s (cached for later runs)", staging.stem)
+    if tiny.architecture == "idefics3":
+        from bootstrap.tiny_vl import build_tiny_vl_policy
+
+        losses = build_tiny_vl_policy(tiny, staging)
+        _record(staging, tiny, losses, started)
+        return
     dialogues, tools = demonstrations(tiny)
     render = corpus_template()
     corpus = [render.render(messages=d, tools=tools) for d in dialogues]
@@ -104,12 +117,13 @@ def build_tiny_policy(tiny: TinyModelConfig, staging: Path) -> None:
     model.save_pretrained(staging)
     add_mtp_weights(model, staging)
     tokenizer.save_pretrained(staging)
+    _record(staging, tiny, losses, started)
+
+
+def _record(staging: Path, tiny: TinyModelConfig, losses: list[float], started: float) -> None:
+    """bootstrap.json (the recipe and the final warm-up loss) and one log line."""
+    final = losses[-1] if losses else float("nan")
     (staging / "bootstrap.json").write_text(
-        json.dumps({"recipe": dataclasses.asdict(tiny), "final_loss": losses[-1]}, indent=2)
+        json.dumps({"recipe": dataclasses.asdict(tiny), "final_loss": final}, indent=2)
     )
-    log.info(
-        "tiny policy ready in %.0fs: %d parameters, warm-up loss %.3f",
-        time.perf_counter() - started,
-        sum(p.numel() for p in model.parameters()),
-        losses[-1],
-    )
+    log.info("tiny policy ready in %.0fs, warm-up loss %.3f", time.perf_counter() - started, final)

@@ -28,6 +28,7 @@ class TinyArchitecture(Choice):
 
     qwen3 = "qwen3"
     qwen3_5 = "qwen3_5"
+    idefics3 = "idefics3"
 
 
 class CurriculumWeighting(Choice):

@@ -186,6 +186,12 @@ def _rules(cfg: Config) -> Iterator[tuple[bool, str]]:
         "env.kwargs must be a mapping of the env's arguments: env.kwargs={name: value}",
     )
     yield from _eval_rules(cfg)
+    tiny = cfg.model.tiny
+    yield (
+        tiny.architecture != "idefics3" or tiny.num_experts == 0,
+        "model.tiny.architecture=idefics3 builds a dense vision-language policy: set "
+        "model.tiny.num_experts=0",
+    )
 
 
 def _eval_rules(cfg: Config) -> Iterator[tuple[bool, str]]:

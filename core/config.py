@@ -52,7 +52,10 @@ class TinyModelConfig:
     architecture: TinyArchitecture = TinyArchitecture.qwen3
     """qwen3 | qwen3_5: Qwen3.5's hybrid layers (Gated DeltaNet linear attention with a
     gated full-attention layer every `full_attention_interval`), dense or MoE by
-    num_experts (with a shared expert), and `mtp_layers` multi-token-prediction layers."""
+    num_experts (with a shared expert), and `mtp_layers` multi-token-prediction layers |
+    idefics3: a vision-language policy (a tiny vision tower, Idefics3's connector, a
+    Llama text model of these sizes; bootstrap/tiny_vl.py says why not Qwen-VL),
+    warmed up on Shapes-v0."""
     full_attention_interval: int = 4
     """qwen3_5: every this-many-th layer is full attention, the others linear."""
     linear_key_heads: int = 2

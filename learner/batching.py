@@ -10,7 +10,7 @@ same number of forward passes (ZeRO-3 gathers parameters collectively).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -31,6 +31,8 @@ class Sample:
     """Per-token loss weight from the batch's aggregation (set by the plan)."""
     routed_experts: RoutedExperts | None = None
     """Per token, per MoE layer, the experts the engine used (R3), None where unknown."""
+    images: list[bytes] = field(default_factory=list)
+    """PNG bytes of the images the engine saw, in prompt order (learner.vision)."""
 
 
 @dataclass
@@ -56,6 +58,8 @@ class MicroBatch:
     """[B, T] where `routing` is known: every position of a sample the engine reported."""
     prefixes: Prefixes | None = None
     """The distinct prompts the samples continue (learner.shared_prefix), if shared."""
+    images: list[list[bytes]] | None = None
+    """Each sample's images (PNG bytes), when any sample has some (learner.vision)."""
 
     @property
     def num_tokens(self) -> int:
@@ -74,12 +78,6 @@ def collect_samples(batch: Batch, algorithm: Algorithm) -> list[Sample]:
         members = [t for t in group.trajectories if t.status.trainable and t.num_generated]
         if len(members) < 2:
             continue  # a lone sample has no group baseline
-        if any(t.images for t in members):
-            raise ValueError(
-                "trajectories with images need a vision-language learner (the model's "
-                "processor run on Trajectory.images for pixel values); this learner trains "
-                "on text only"
-            )
         advantages = algorithm.advantages([algorithm.shaped_reward(t) for t in members])
         for traj, advantage in zip(members, advantages, strict=True):
             samples.append(
@@ -90,6 +88,7 @@ def collect_samples(batch: Batch, algorithm: Algorithm) -> list[Sample]:
                     advantage=advantage,
                     staleness=traj.staleness(batch.learner_version),
                     routed_experts=traj.routed_experts,
+                    images=list(traj.images),
                 )
             )
     return samples
@@ -129,12 +128,16 @@ def plan_micro_batches(
 
 def collate(samples: list[Sample], pad_id: int, share_prefix: bool = False) -> MicroBatch:
     """`samples` as one micro-batch; with `share_prefix`, each distinct prompt once and
-    the samples as its continuations (when two share one and none carries routing)."""
+    the samples as its continuations (when two share one and none carries routing or
+    images: a shared prompt's forward would need its pixels too)."""
     tokens = [s.tokens for s in samples]
     routed = any(s.routed_experts is not None for s in samples)
+    with_images = any(s.images for s in samples)
     lengths = prompt_lengths(tokens, [s.loss_mask for s in samples]) if share_prefix else None
-    if lengths is None or routed:
-        return _padded(samples, [0] * len(samples), pad_id, shift=1)
+    if lengths is None or routed or with_images:
+        whole = _padded(samples, [0] * len(samples), pad_id, shift=1)
+        whole.images = [list(s.images) for s in samples] if with_images else None
+        return whole
     shared = _padded(samples, lengths, pad_id, shift=0)
     shared.prefixes = split_prompts(tokens, lengths, pad_id)
     return shared

@@ -135,10 +135,10 @@ def build_engine(model_path: str, cfg: LearnerConfig, world_size: int) -> tuple[
     """The DeepSpeed engine around the policy at `model_path`, and the fp8 plan
     (learner.precision=fp8 or fp8_bf16; None otherwise)."""
     import deepspeed
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=DTYPES[cfg.precision])
-    model.config.use_cache = False
+    from learner.vision import load_policy
+
+    model = load_policy(model_path, DTYPES[cfg.precision])
     fp8_plan = None
     if cfg.precision in FLOAT8:
         from learner.fp8 import convert_to_fp8
@@ -158,10 +158,9 @@ def build_engine(model_path: str, cfg: LearnerConfig, world_size: int) -> tuple[
 def reference_model(model_path: str, cfg: LearnerConfig) -> torch.nn.Module:
     """A frozen copy of the initial policy for the KL penalty (loaded whole on
     every rank: fine for small policies, a memory cost for large ones)."""
-    from transformers import AutoModelForCausalLM
+    from learner.vision import load_policy
 
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=DTYPES[cfg.precision])
-    model.config.use_cache = False
+    model = load_policy(model_path, DTYPES[cfg.precision])
     model.requires_grad_(False)
     return model.eval()
 

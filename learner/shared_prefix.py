@@ -77,16 +77,23 @@ def split_prompts(tokens: list[list[int]], lengths: list[int], pad_id: int) -> P
 
 
 def forward_logits(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefixes: Prefixes | None
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prefixes: Prefixes | None,
+    inputs_embeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """[B, T, V] the logits that predict each target of the micro-batch: without
     `prefixes`, position t predicts token t + 1 of `input_ids` (T = width - 1); with
     them, `input_ids` are the continuations and position j predicts continuation
-    token j (T = width)."""
+    token j (T = width). `inputs_embeds`: the whole samples' embeddings to use instead
+    of the ids' (images merged in: learner.vision), never with prefixes."""
     if prefixes is None:
-        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[
-            :, :-1
-        ]
+        tokens = (
+            {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
+        )
+        out = model(**tokens, attention_mask=attention_mask, use_cache=False)
+        return out.logits[:, :-1]
     prompt = model(input_ids=prefixes.ids, attention_mask=prefixes.mask, use_cache=True)
     cache = prompt.past_key_values
     cache.batch_select_indices(prefixes.row)  # each sample's copy; gradients flow back

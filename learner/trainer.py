@@ -31,6 +31,7 @@ from learner.setup import (
     rng_states,
 )
 from learner.shared_prefix import forward_logits, supports_shared_prefix
+from learner.vision import embeds_with_images, pixel_inputs_for
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Trainer:
         self.routing_replay = self._routing_replay()
         self.reference = reference_model(model_path, cfg) if algo.kl_coef > 0 else None
         self.share_prefix = cfg.share_prefix and supports_shared_prefix(self.engine.module)
+        self.pixels = pixel_inputs_for(model_path, self.engine.module)
 
     # -- training ---------------------------------------------------------------
 
@@ -133,7 +135,11 @@ class Trainer:
     def _token_logprobs(self, micro: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
         with self._replaying(micro):
             logits = forward_logits(
-                self.engine, micro.input_ids, micro.attention_mask, micro.prefixes
+                self.engine,
+                micro.input_ids,
+                micro.attention_mask,
+                micro.prefixes,
+                self._with_images(self.engine, micro),
             )
         return token_logprobs(
             logits, micro.targets, self.temperature, entropy_grad=bool(self.algorithm.entropy_coef)
@@ -165,11 +171,29 @@ class Trainer:
     @torch.no_grad()
     def _reference(self, micro: MicroBatch) -> torch.Tensor:
         logits = forward_logits(
-            self.reference, micro.input_ids, micro.attention_mask, micro.prefixes
+            self.reference,
+            micro.input_ids,
+            micro.attention_mask,
+            micro.prefixes,
+            self._with_images(self.reference, micro),
         )
         logits = logits.float() / self.temperature
         picked = logits.gather(-1, micro.targets.unsqueeze(-1)).squeeze(-1)
         return picked - torch.logsumexp(logits, dim=-1)
+
+    def _with_images(self, model: Any, micro: MicroBatch) -> torch.Tensor | None:
+        """The micro-batch's input embeddings with its images merged in, for `model`
+        (learner.vision); None for a text micro-batch."""
+        if micro.images is None:
+            return None
+        if self.pixels is None:
+            raise ValueError(
+                "trajectories with images need a vision-language policy (model.path to "
+                "one, or model=tiny_vl); this policy reads text only"
+            )
+        first = torch.zeros_like(micro.loss_mask[:, :1], dtype=torch.bool)
+        generated = torch.cat([first, micro.loss_mask.bool()], dim=1)  # input-aligned
+        return embeds_with_images(model, micro.input_ids, generated, self.pixels(micro.images))
 
     def _replaying(self, micro: MicroBatch) -> Any:
         """Routing replay for this forward when the model is MoE, replay is on and

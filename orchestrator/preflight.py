@@ -86,7 +86,7 @@ def preflight(cfg: Config) -> Preflight:
     except EngineUnsupported as exc:
         raise ConfigError(str(exc)) from exc
     env = make_env(cfg.env.id, cfg.env.kwargs)
-    check_trainable(env)
+    check_trainable(env, model_path)
     try:
         codec = chat_codec(model_path, getattr(env, "tool_schemas", None), cfg.model.path)
         probe_env(env, codec, max_model_len, cfg.env.id)
@@ -95,15 +95,16 @@ def preflight(cfg: Config) -> Preflight:
     return Preflight(model_path, max_model_len, task_counts(cfg))
 
 
-def check_trainable(env: Any) -> None:
-    """Refuse an env the learner cannot train on."""
+def check_trainable(env: Any, model_path: str) -> None:
+    """Refuse an env whose observations the policy cannot read: images for a
+    text-only model (a checkpoint whose config has no `vision_config`)."""
     from envs.base import shows_images
 
-    if shows_images(env):
+    if shows_images(env) and "vision_config" not in _read_json(Path(model_path) / "config.json"):
         raise EnvConfigError(
-            f"{env.spec.id if env.spec else type(env).__name__} shows images, and the learner "
-            "trains on text only for now (the rollout path serves images to a vision-language "
-            "model: tests/integration/test_multimodal.py); pick a text env"
+            f"{env.spec.id if env.spec else type(env).__name__} shows images, and the policy "
+            f"at {model_path} reads text only; use a vision-language policy (model=tiny_vl, "
+            "or model.path=<a vision-language checkpoint>)"
         )
 
 

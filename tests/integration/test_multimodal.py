@@ -132,9 +132,13 @@ def test_a_different_image_changes_what_the_model_computes(vl_worker, vl_codec):
 
 def test_a_learner_reproduces_the_trajectory_from_its_tokens_and_images(episode, vl_codec, tiny_vl):
     """The HF processor expands the rendered prompt to the engine's tokens, and the
-    HF model on (tokens, pixel values of Trajectory.images) gives the behavior logprobs."""
+    HF model on (tokens, learner.vision.PixelInputs of Trajectory.images: what the
+    learner feeds its forward) gives the behavior logprobs. Without the pixels the
+    model reads the image tokens as text: far outside the tolerance."""
     import torch
     from transformers import AutoProcessor, Idefics3ForConditionalGeneration
+
+    from learner.vision import PixelInputs
 
     traj, _, opening = episode
     processor = AutoProcessor.from_pretrained(tiny_vl)
@@ -144,15 +148,17 @@ def test_a_learner_reproduces_the_trajectory_from_its_tokens_and_images(episode,
     assert inputs["input_ids"][0].tolist() == traj.tokens[: traj.prompt_length]
 
     model = Idefics3ForConditionalGeneration.from_pretrained(tiny_vl).eval()
-    with torch.no_grad():
-        logits = model(
-            input_ids=torch.tensor([traj.tokens]),
-            pixel_values=inputs["pixel_values"],
-            pixel_attention_mask=inputs["pixel_attention_mask"],
-        ).logits[0, :-1]
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    targets = torch.tensor(traj.tokens[1:])
-    recomputed = logprobs.gather(1, targets[:, None])[:, 0].tolist()
+    pixels = PixelInputs(tiny_vl)([traj.images])
+    assert torch.equal(pixels["pixel_values"], inputs["pixel_values"])
     generated = [i - 1 for i, m in enumerate(traj.loss_mask) if m]
-    worst = max(abs(recomputed[i] - traj.behavior_logprobs[i + 1]) for i in generated)
-    assert worst < LOGPROB_TOLERANCE
+    targets = torch.tensor(traj.tokens[1:])
+
+    def worst_gap(**extra) -> float:
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([traj.tokens]), **extra).logits[0, :-1]
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        recomputed = logprobs.gather(1, targets[:, None])[:, 0].tolist()
+        return max(abs(recomputed[i] - traj.behavior_logprobs[i + 1]) for i in generated)
+
+    assert worst_gap(**pixels) < LOGPROB_TOLERANCE
+    assert worst_gap() > 10 * LOGPROB_TOLERANCE

@@ -112,3 +112,20 @@ def test_no_routing_when_no_sample_carries_it():
     )
     (micro,) = plan_micro_batches(samples, token_budget=100, world_size=1, pad_id=0)
     assert micro.routing is None and micro.routing_mask is None
+
+
+def test_images_ride_with_their_samples_and_turn_prompt_sharing_off():
+    """Two samples of one prompt would share it (learner.shared_prefix); with images
+    they are trained whole, each with its own PNG bytes in sample order."""
+    trajs = [_traj(i, 6, 3, float(i)) for i in range(2)]
+    plain = collect_samples(Batch([Group("g", "e", 0, trajs)], 0), make_algorithm(AlgoConfig()))
+    (shared,) = plan_micro_batches(plain, 1000, 1, 0, share_prefix=True)
+    assert shared.prefixes is not None and shared.images is None
+
+    for i, traj in enumerate(trajs):
+        traj.images = [f"png{i}".encode()]
+    samples = collect_samples(Batch([Group("g", "e", 0, trajs)], 0), make_algorithm(AlgoConfig()))
+    (micro,) = plan_micro_batches(samples, 1000, 1, 0, share_prefix=True)
+    assert micro.prefixes is None
+    assert micro.images == [[b"png0"], [b"png1"]]
+    assert micro.input_ids.shape == (2, 9)

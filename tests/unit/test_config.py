@@ -238,3 +238,10 @@ def test_a_run_writes_the_config_it_used_beside_its_metrics(tmp_path):
         OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
     )
     assert reread == cfg
+
+
+def test_the_tiny_vision_language_policy_is_dense():
+    cfg = compose(["model=tiny_vl"])
+    assert (cfg.model.tiny.architecture, cfg.model.tiny.num_experts) == ("idefics3", 0)
+    with pytest.raises(ConfigError, match="set model.tiny.num_experts=0"):
+        compose(["model=tiny_vl", "model.tiny.num_experts=4"])

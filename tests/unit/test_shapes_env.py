@@ -106,11 +106,19 @@ def test_rejects_bad_settings(kwargs):
         ShapesEnv(**kwargs)
 
 
-def test_launch_refuses_an_image_env_in_one_line():
-    """The learner trains on text only: `env=shapes` stops before anything starts."""
+def test_launch_refuses_an_image_env_for_a_text_only_policy_in_one_line(tmp_path):
+    """`env=shapes` with a policy that cannot see stops before anything starts; with a
+    vision-language checkpoint (a config with `vision_config`) it goes on."""
+    import json
+
     from envs import EnvConfigError
     from rollout.launch import check_trainable
 
-    check_trainable(make_env("asyncrl/Calculator-v0"))
-    with pytest.raises(EnvConfigError, match="Shapes-v0 shows images"):
-        check_trainable(make_env("asyncrl/Shapes-v0"))
+    text, vision = tmp_path / "text", tmp_path / "vision"
+    for directory, config in ((text, {}), (vision, {"vision_config": {}})):
+        directory.mkdir()
+        (directory / "config.json").write_text(json.dumps({"model_type": "x", **config}))
+    check_trainable(make_env("asyncrl/Calculator-v0"), str(text))
+    check_trainable(make_env("asyncrl/Shapes-v0"), str(vision))
+    with pytest.raises(EnvConfigError, match="Shapes-v0 shows images.*model=tiny_vl"):
+        check_trainable(make_env("asyncrl/Shapes-v0"), str(text))
