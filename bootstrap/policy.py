@@ -70,10 +70,49 @@ def with_chat_template(checkpoint: Path, template: str, cache_dir: Path) -> str:
     return cached_build(target, build)
 
 
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+"""A vision-language checkpoint's processor settings (image processor, image tokens)."""
+MTP_PREFIX = "mtp."
+MTP_FILE = "mtp.safetensors"
+
+
 def export_tokenizer(model_path: str, directory: str) -> None:
-    """Write the policy's tokenizer (files and chat template) beside exported
-    weights, so `directory` loads on its own with transformers and vLLM."""
+    """Write what the policy has beside its weights into `directory`, so exported
+    weights load on their own with transformers and vLLM: the tokenizer (files and
+    chat template), a vision-language model's processor settings, and the
+    multi-token-prediction layers (`mtp.*`), which the learner neither loads nor
+    trains (Transformers has no MTP module), carried over unchanged so that
+    `rollout.speculative.method=mtp` serves the exported policy too."""
+    import shutil
+
     load_tokenizer(model_path).save_pretrained(directory)
+    for name in PROCESSOR_FILES:
+        if (Path(model_path) / name).is_file():
+            shutil.copyfile(Path(model_path) / name, Path(directory) / name)
+    carry_mtp_weights(Path(model_path), Path(directory))
+
+
+def carry_mtp_weights(source: Path, target: Path) -> list[str]:
+    """Copy `source`'s `mtp.*` tensors into `target` as their own safetensors file
+    (listed in `target`'s shard index when it has one); returns their names."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for shard in sorted(source.glob("*.safetensors")):
+        with safe_open(str(shard), framework="pt") as handle:
+            for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                if name.startswith(MTP_PREFIX):
+                    tensors[name] = handle.get_tensor(name)
+    if not tensors:
+        return []
+    save_file(tensors, str(target / MTP_FILE), metadata={"format": "pt"})
+    index = target / "model.safetensors.index.json"
+    if index.is_file():
+        data = json.loads(index.read_text())
+        data.setdefault("weight_map", {}).update(dict.fromkeys(tensors, MTP_FILE))
+        index.write_text(json.dumps(data, indent=2))
+    return sorted(tensors)
 
 
 def _existing_checkpoint(path: str) -> str:

@@ -147,3 +147,23 @@ def test_linear_heads_and_mtp_layers_shape_the_model(tmp_path):
     model = build_model(Tokenizer(), none, seed=0)
     model.save_pretrained(tmp_path / "none")
     assert add_mtp_weights(model, tmp_path / "none") == []
+
+
+def test_an_exported_policy_keeps_the_mtp_layers_the_learner_never_loads(tmp_path):
+    """The learner's save_pretrained drops `mtp.*` (Transformers has no MTP module);
+    the run's export carries them over, so MTP speculation serves the final policy."""
+    from safetensors.torch import load_file
+
+    from bootstrap.policy import MTP_FILE, carry_mtp_weights
+
+    model = build_model(Tokenizer(), _small(), seed=0)
+    model.save_pretrained(tmp_path / "source")
+    names = add_mtp_weights(model, tmp_path / "source")
+    AutoModelForCausalLM.from_pretrained(tmp_path / "source").save_pretrained(tmp_path / "saved")
+    assert not any(n.startswith("mtp.") for n in load_file(tmp_path / "saved" / "model.safetensors"))
+    assert carry_mtp_weights(tmp_path / "source", tmp_path / "saved") == names
+    source = load_file(tmp_path / "source" / "model.safetensors")
+    carried = load_file(tmp_path / "saved" / MTP_FILE)
+    assert all(torch.equal(carried[n], source[n]) for n in names)
+    build_model(Tokenizer(), _small(architecture="qwen3"), seed=0).save_pretrained(tmp_path / "q3")
+    assert carry_mtp_weights(tmp_path / "q3", tmp_path / "saved") == []  # a Qwen3 has none
