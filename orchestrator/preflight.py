@@ -38,7 +38,11 @@ from core.chat import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ChatCodec, ChatTemplateEr
 from core.config import AUTO_MAX_MODEL_LEN, Config, ConfigError
 from envs import EnvConfigError, astep, make_env
 from orchestrator.curriculum import TaskCounts, task_counts
-from rollout.engine_args import EngineUnsupported, check_linear_attention_dtype
+from rollout.engine_args import (
+    EngineUnsupported,
+    check_linear_attention_dtype,
+    check_linear_attention_speculation,
+)
 
 PROBE_SEED = 0
 PROBE_ACTION = "I do not know."
@@ -83,6 +87,9 @@ def preflight(cfg: Config) -> Preflight:
     max_model_len = context_length(cfg.rollout.max_model_len, model_context_length(model_path))
     try:
         check_linear_attention_dtype(model_path, cfg.model.dtype, cfg.rollout.gpus_per_worker)
+        check_linear_attention_speculation(
+            model_path, cfg.rollout.speculative.method, cfg.rollout.gpus_per_worker
+        )
     except EngineUnsupported as exc:
         raise ConfigError(str(exc)) from exc
     env = make_env(cfg.env.id, cfg.env.kwargs)

@@ -70,6 +70,20 @@ def check_linear_attention_dtype(model_path: str, dtype: str, gpus_per_worker: i
         )
 
 
+def check_linear_attention_speculation(model_path: str, method: str, gpus_per_worker: int) -> None:
+    """Refuse, in one line, ngram speculation on a CPU engine of a linear-attention
+    model: vLLM 0.32's CPU Gated DeltaNet kernel fails at the first drafted step
+    (mamba/ops/cpu/gdn_attention.py:556 `_spec_forward`, "The size of tensor a (4)
+    must match the size of tensor b (3)", with 1 and with 4 drafts per step) and
+    the engine dies; MTP, which drafts a fixed number of tokens, runs."""
+    if gpus_per_worker == 0 and method == "ngram" and linear_attention(model_path):
+        raise EngineUnsupported(
+            f"{model_path} has Gated DeltaNet (linear-attention) layers, and vLLM's CPU "
+            "kernel for them fails on ngram drafts; set rollout.speculative.method=mtp "
+            "(the model's own MTP layers) or none"
+        )
+
+
 def vllm_args(
     model_path: str, cfg: RolloutConfig, dtype: str, seed: int, core: int | None = None
 ) -> dict[str, Any]:

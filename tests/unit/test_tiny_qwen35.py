@@ -160,10 +160,23 @@ def test_an_exported_policy_keeps_the_mtp_layers_the_learner_never_loads(tmp_pat
     model.save_pretrained(tmp_path / "source")
     names = add_mtp_weights(model, tmp_path / "source")
     AutoModelForCausalLM.from_pretrained(tmp_path / "source").save_pretrained(tmp_path / "saved")
-    assert not any(n.startswith("mtp.") for n in load_file(tmp_path / "saved" / "model.safetensors"))
+    saved = load_file(tmp_path / "saved" / "model.safetensors")
+    assert not any(n.startswith("mtp.") for n in saved)
     assert carry_mtp_weights(tmp_path / "source", tmp_path / "saved") == names
     source = load_file(tmp_path / "source" / "model.safetensors")
     carried = load_file(tmp_path / "saved" / MTP_FILE)
     assert all(torch.equal(carried[n], source[n]) for n in names)
     build_model(Tokenizer(), _small(architecture="qwen3"), seed=0).save_pretrained(tmp_path / "q3")
     assert carry_mtp_weights(tmp_path / "q3", tmp_path / "saved") == []  # a Qwen3 has none
+
+
+def test_ngram_speculation_on_a_cpu_linear_attention_model_is_refused(tmp_path):
+    from rollout.engine_args import EngineUnsupported, check_linear_attention_speculation
+
+    build_model(Tokenizer(), _small(), seed=0).save_pretrained(tmp_path / "hybrid")
+    build_model(Tokenizer(), _small(architecture="qwen3"), seed=0).save_pretrained(tmp_path / "q3")
+    with pytest.raises(EngineUnsupported, match="speculative.method=mtp"):
+        check_linear_attention_speculation(str(tmp_path / "hybrid"), "ngram", 0)
+    check_linear_attention_speculation(str(tmp_path / "hybrid"), "mtp", 0)
+    check_linear_attention_speculation(str(tmp_path / "hybrid"), "ngram", 1)  # a GPU engine
+    check_linear_attention_speculation(str(tmp_path / "q3"), "ngram", 0)
