@@ -7,7 +7,9 @@ checked so that a bad key or value is one line on stderr (exit 2), and the
 console is quieted (core.console). Then every check that needs no actor runs
 (orchestrator.preflight: checkpoint, tokenizer, context length, env probe), each
 failure one line and exit 2, and the run is handed to the control plane (the one
-module in rollout/ that imports it).
+module in rollout/ that imports it). A wait that runs out during the run (every
+wait is bounded: core.waits) ends it with one line naming the wait, exit 4, its
+traceback kept in the run directory (TIMEOUT_DETAILS).
 """
 
 from __future__ import annotations
@@ -16,15 +18,20 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from core.config import Config, ConfigError, register_configs, validate
+from core.waits import WaitTimeout
 from orchestrator.cli import CONF_DIR, check_overrides, normalize
 from orchestrator.preflight import check_trainable
 
 __all__ = ["CONF_DIR", "check_overrides", "check_trainable", "main", "normalize"]
+
+TIMEOUT_DETAILS = "timeout.txt"
+"""Where a run that timed out keeps the traceback of the wait that ran out."""
 
 register_configs()
 log = logging.getLogger("asyncrl")
@@ -53,6 +60,23 @@ def main(raw: DictConfig) -> None:
     except EnvCircuitOpen as exc:
         print(f"asyncrl: {exc}", file=sys.stderr)
         sys.exit(3)
+    except WaitTimeout as exc:
+        _timed_out(exc, Path(raw.logger.run_dir))
+
+
+def _timed_out(exc: WaitTimeout, run_dir: Path) -> None:
+    """A bounded wait ran out: one line naming it, the traceback kept in the run dir."""
+    import traceback
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    details = run_dir / TIMEOUT_DETAILS
+    details.write_text("".join(traceback.format_exception(exc)))
+    print(
+        f"asyncrl: {exc}. If the machine is only slow, raise that wait's *_timeout_s key; "
+        f"what each part was doing is in {details} and the run's log",
+        file=sys.stderr,
+    )
+    sys.exit(4)
 
 
 def _fail(message: str) -> None:

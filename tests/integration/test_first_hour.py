@@ -107,3 +107,19 @@ def test_own_env_and_checkpoint_from_first_error_to_training(user_files, tmp_pat
     assert [row["trainer/version"] for row in rows] == [1, 2]
     assert "(context 128 tokens)" in result.stdout + result.stderr
     assert (run_dir / "final_model" / "chat_template.jinja").exists()
+
+
+def test_a_wait_that_runs_out_ends_the_run_in_one_line(user_files, tmp_path):
+    """A machine too slow for a start-up wait: the run ends with one line naming the
+    wait and what to raise (exit 4), the traceback kept in the run directory."""
+    home, checkpoint = user_files
+    run_dir = tmp_path / "slow"
+    mine = ["env.id=user_env:AddEnv", f"model.path={checkpoint}", *TEST_OVERRIDES]
+    fixed = [*mine, "env.kwargs={max_operand: 49}", "model.chat_template=qwen"]
+    result, _ = launch(home, *fixed, "rollout.startup_timeout_s=0.01", run_dir=run_dir)
+    assert result.returncode == 4, result.stderr[-3000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("asyncrl: timed out after 0s waiting for 1 vLLM rollout worker(s)")
+    assert "*_timeout_s" in line and "timeout.txt" in line
+    assert "core.waits.WaitTimeout" not in result.stderr  # no driver traceback on the console
+    assert "core.waits.WaitTimeout: timed out" in (run_dir / "timeout.txt").read_text()
