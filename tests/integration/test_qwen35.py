@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from bootstrap.build import add_mtp_weights, build_model
 from core.config import RolloutConfig, SpeculativeConfig, TinyModelConfig
 from rollout.engine import Engine, SamplingSpec
+from tests.integration.test_learning import TRAINING as DIRECT_ANSWER_TRAINING
 
 SHARPEN = 15.0
 """Embedding scale (tied to the LM head) that makes the random model's next-token
@@ -188,24 +189,12 @@ def test_launch_trains_a_tiny_qwen3_5_moe_policy_and_its_held_out_reward_rises(t
     before any actor starts."""
     root = Path(__file__).resolve().parents[2]
     run = [
-        "+experiment=agentic_grpo",
+        *DIRECT_ANSWER_TRAINING,  # test_learning's run: DirectAnswer, 10 sync steps
         "model=tiny_qwen35_moe",
-        "env.id=tests.integration.direct_answer:DirectAnswerEnv",
-        "env.group_size=8",
-        "buffer.groups_per_batch=4",
-        "trainer.total_steps=10",
-        "trainer.seed=0",
-        "trainer.mode=sync",
-        "learner.lr=1e-3",
-        "rollout.max_tokens_per_turn=24",
-        "model.tiny.demos=600",
-        "model.tiny.warmup_steps=40",
         "eval.every=10",
         "eval.tasks=32",
         "eval.samples=8",
         "eval.temperature=1.0",
-        "logger.wandb.enabled=false",
-        "logger.progress=false",
     ]
 
     def launch(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
