@@ -183,17 +183,15 @@ def test_launch_trains_a_tiny_qwen3_5_moe_policy_and_its_held_out_reward_rises(t
     the learner trains it in fp32, every version reaches the engine, and the run's own
     evaluation (32 held-out tasks x 8 samples at temperature 1, seeds from 1e9, each on
     the version it names) scores v0 and v10. Measured here at lr 5e-4: 0.46 -> 0.89,
-    0.47 -> 0.92 in ~80 s, the entropy steady; at test_learning's 1e-3 one run in five
+    0.47 -> 0.92 in ~80 s, the entropy steady; at 1e-3 one run in five
     gained only 0.07 (0.48 -> 0.56, in CI) and another collapsed into repeated tokens.
     Were training to do nothing, the two means (256 Bernoulli(~0.45) samples each)
     would differ by ~0.044 in standard deviation: MARGIN is ~5.7 of them. Sync mode
     for the reason tests/integration/test_learning.py gives. fp32 engines are refused
     before any actor starts."""
     root = Path(__file__).resolve().parents[2]
-    learning = [o for o in DIRECT_ANSWER_TRAINING if not o.startswith("learner.lr=")]
     run = [
-        *learning,  # test_learning's run: DirectAnswer, 10 sync steps
-        "learner.lr=5e-4",
+        *DIRECT_ANSWER_TRAINING,  # test_learning's run: DirectAnswer, 10 sync steps, lr 5e-4
         "model=tiny_qwen35_moe",
         "eval.every=10",
         "eval.tasks=32",
