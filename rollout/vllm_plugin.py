@@ -240,6 +240,24 @@ class WorkerInspection:
 
         return {"pid": os.getpid(), "ppid": os.getppid(), "cores": sorted(os.sched_getaffinity(0))}
 
+    def asyncrl_update_weights(
+        self, update_info: dict[str, Any], sync_draft: bool
+    ) -> dict[str, Any]:
+        """One weight update in one call: vLLM's own start / update / finish session
+        on the target model (v1/worker/gpu_worker.py:1507-1604), again on the drafter
+        with `sync_draft`, then what the target holds (asyncrl_loaded_weights). The
+        four calls Engine made before were four round trips to this process while
+        generation stood paused."""
+        self.start_weight_update()
+        self.update_weights(update_info)
+        self.finish_weight_update()
+        held = self.asyncrl_loaded_weights()
+        if sync_draft:
+            self.start_draft_weight_update()
+            self.update_weights(update_info)
+            self.finish_weight_update()
+        return held
+
     def asyncrl_loaded_weights(self) -> dict[str, Any]:
         """The last weight update's version and per-tensor checksums as this worker's
         model holds them (rollout.transport records them while it loads), the
