@@ -178,10 +178,19 @@ async def _speculation(
             engine.shutdown()
 
 
+ALTERNATIONS = 4
+"""Agent-loop and raw runs alternate this many times (each from a cold prefix cache);
+the tiny policy's episodes are a few tokens long, so one run is a fraction of a
+second and a single pair is noisy."""
+
+
 async def _agent_vs_raw(engine: Engine, codec: ChatCodec, episodes: int) -> tuple[Rate, Rate, Rate]:
     """The agent loop over `episodes` calculator episodes, recording each turn's
-    prompt; then raw vLLM on those prompts, episode by episode, and all at once."""
+    prompt; then raw vLLM on those prompts, episode by episode, and all at once.
+    Each episode slot keeps its env across runs, as an env pool keeps its idle envs
+    (rollout/envpool.py `_episode`): making one is pool start-up, not the loop."""
     turns: dict[int, list[tuple[list[int], SamplingSpec]]] = {s: [] for s in range(episodes)}
+    envs = [make_env("asyncrl/Calculator-v0") for _ in range(episodes)]
     recording = True
 
     async def episode(seed: int) -> int:
@@ -190,16 +199,15 @@ async def _agent_vs_raw(engine: Engine, codec: ChatCodec, episodes: int) -> tupl
                 turns[seed].append((list(prompt_ids), spec))
             return Served(await engine.generate(prompt_ids, spec, 300.0), "bench")
 
-        env = make_env("asyncrl/Calculator-v0")
         spec = EpisodeSpec(f"b{seed}", "bench", "calc", seed, TURN_TOKENS, MAX_MODEL_LEN, 0.0)
-        return (await run_episode(env, codec, generate, spec)).num_generated
+        return (await run_episode(envs[seed], codec, generate, spec)).num_generated
 
     async def raw_episode(seed: int) -> int:
         return sum([await _raw(engine, prompt, spec) for prompt, spec in turns[seed]])
 
     await _warm_up(engine, codec)
     agents, raws = [], []
-    for _ in range(2):  # alternate, each from a cold prefix cache: no order advantage
+    for _ in range(ALTERNATIONS):  # alternate, each from a cold prefix cache
         await engine.llm.reset_prefix_cache()
         agents.append(await _timed(lambda: asyncio.gather(*[episode(s) for s in range(episodes)])))
         recording = False

@@ -32,6 +32,8 @@ from rewards import RewardSpec, resolve_reward, score
 
 Message = dict[str, str]
 MAX_TEXT = 1 << 20
+PRINTABLE = "".join(chr(c) for c in range(32, 127)) + "\n"
+"""What AnyText samples from (built once: every env makes several spaces)."""
 
 
 class AnyText(spaces.Text):
@@ -42,8 +44,7 @@ class AnyText(spaces.Text):
     """
 
     def __init__(self, max_length: int = MAX_TEXT):
-        charset = "".join(chr(c) for c in range(32, 127)) + "\n"
-        super().__init__(max_length=max_length, min_length=0, charset=charset)
+        super().__init__(max_length=max_length, min_length=0, charset=PRINTABLE)
 
     def contains(self, x: Any) -> bool:
         return isinstance(x, str) and len(x) <= self.max_length
