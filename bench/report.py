@@ -348,6 +348,13 @@ def _rollout(r: dict[str, Any]) -> Rendered:
             f"{_num(r['spec_acceptance_rate'])} / {_num(r['spec_mean_accepted_length'])}",
         ]
     )
+    if "spec_verify_over_decode_step_1" in r:  # results from before it was measured lack it
+        rows.append(
+            [
+                "ngram drafting step / plain decode step, 1 in flight (the verify cost)",
+                f"{_num(r['spec_verify_over_decode_step_1'])}x",
+            ]
+        )
     for key, label in (("router", "router"), ("round_robin", "round robin")):
         skew, makespan = r[f"placement_skew_{key}"], r[f"placement_makespan_s_{key}"]
         rows.append([f"placement skew / makespan, {label}", f"{_num(skew)} / {_num(makespan, 1)}s"])

@@ -12,8 +12,9 @@
 2. speculation: decode tokens/s with ngram speculation on vs off, on prompts
    whose continuation echoes the prompt (an opened tool call whose expression
    must be copied from the question), at one request in flight (latency-bound
-   decoding, where drafts pay off) and at eight; with the acceptance rate and
-   the mean accepted length.
+   decoding, where drafts pay off) and at eight; with the acceptance rate, the
+   mean accepted length, and what a drafting step costs in plain decode steps
+   (the verify cost that caps the gain on CPU).
    `--hybrid`: only this section, on the tiny Qwen3.5 policy (`model=tiny_qwen35`,
    bf16 engines: vLLM's CPU linear attention is bf16 only), with MTP drafts (its own
    MTP layer, one token per step) against no speculation; ngram is listed as refused
@@ -147,7 +148,24 @@ async def _speculation_rows(
         )
         values[f"{prefix}_acceptance_rate"] = acceptance
         values[f"{prefix}_mean_accepted_length"] = length
+        verify = _verify_cost(length, on[method][1].per_s, off[1].per_s)
+        rows.append(
+            (
+                f"{method} verify step / plain decode step, 1 in flight",
+                f"{verify:.2f}x the time (tokens per step {length:.2f}: the gain's ceiling)",
+            )
+        )
+        values[f"{prefix}_verify_over_decode_step_1"] = verify
     return rows
+
+
+def _verify_cost(tokens_per_step: float, drafting_per_s: float, plain_per_s: float) -> float:
+    """How many plain decode steps one drafting step (the target's forward over the
+    last token and the drafts, plus drafting) costs, from one request's decode rates:
+    (tokens_per_step / drafting_per_s) / (1 / plain_per_s). The speed-up is
+    tokens_per_step / this; on a GPU a decode step is memory-bound and verifying a
+    few more positions is nearly free, on these CPU cores each position is compute."""
+    return tokens_per_step * plain_per_s / drafting_per_s
 
 
 async def _speculation(
