@@ -49,8 +49,8 @@ fuzz: install
 	ASYNCRL_FUZZ_LONG=1 $(PY) -m pytest -q tests/unit/test_toolcall.py \
 		tests/unit/test_config_fuzz.py tests/unit/test_registry.py
 
-test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: install  # the 15 slowest tests listed last: where the suite's time goes
+	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
 
 test-unit: install
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
