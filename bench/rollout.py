@@ -151,8 +151,8 @@ async def _speculation_rows(
         verify = _verify_cost(length, on[method][1].per_s, off[1].per_s)
         rows.append(
             (
-                f"{method} verify step / plain decode step, 1 in flight",
-                f"{verify:.2f}x the time (tokens per step {length:.2f}: the gain's ceiling)",
+                f"{method} drafting step / plain decode step, 1 in flight (verify cost)",
+                f"{verify:.2f}x the time, for {length:.2f} tokens",
             )
         )
         values[f"{prefix}_verify_over_decode_step_1"] = verify
