@@ -80,10 +80,14 @@ class Trainer:
         )
         sums: dict[str, float] = {}
         own = plan[self.rank.rank :: self.rank.world_size]
-        kept_scale = self._kept_scale(own, samples)
-        self.engine.train()
-        for micro in own:
-            self._accumulate(micro, sums, kept_scale)
+        try:
+            kept_scale = self._kept_scale(own, samples)
+            self.engine.train()
+            for micro in own:
+                self._accumulate(micro, sums, kept_scale)
+        finally:
+            if self.pixels is not None:
+                self.pixels.forget()
         self.engine.step()
         self.version += 1
         metrics = self._reduce(sums)

@@ -45,14 +45,21 @@ def load_policy(model_path: str, dtype: torch.dtype) -> torch.nn.Module:
 
 class PixelInputs:
     """The checkpoint's image processor, turning each sample's PNG bytes into the
-    model's pixel tensors."""
+    model's pixel tensors. A step forwards a micro-batch up to three times (MIS's
+    counting pass, the reference's, the policy's): the tensors of a micro-batch's
+    image list are kept until `forget` (the end of the step), so its PNGs are
+    decoded and processed once."""
 
     def __init__(self, model_path: str):
         from transformers import AutoProcessor
 
         self.processor = AutoProcessor.from_pretrained(model_path).image_processor
+        self._kept: dict[int, tuple[list[list[bytes]], dict[str, torch.Tensor]]] = {}
 
     def __call__(self, images: list[list[bytes]]) -> dict[str, torch.Tensor]:
+        kept = self._kept.get(id(images))
+        if kept is not None and kept[0] is images:
+            return kept[1]
         if any(not sample for sample in images):
             raise ValueError(
                 "a micro-batch mixes samples with and without images; the learner "
@@ -60,7 +67,13 @@ class PixelInputs:
             )
         decoded = [[decode_png(png) for png in sample] for sample in images]
         out = self.processor(images=decoded, return_tensors="pt")
-        return {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
+        tensors = {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
+        self._kept[id(images)] = (images, tensors)  # the list is held: its id stays its own
+        return tensors
+
+    def forget(self) -> None:
+        """Drop the kept tensors (the step that used them is over)."""
+        self._kept.clear()
 
 
 def image_token_id(config: Any) -> int:

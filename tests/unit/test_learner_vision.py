@@ -67,3 +67,26 @@ def test_a_micro_batch_mixing_image_and_text_samples_is_refused(policy):
     png = encode_png(render([Shape("circle", "green", 40, 40, 20)], 112))
     with pytest.raises(ValueError, match="mixes samples with and without images"):
         PixelInputs(policy)([[png], []])
+
+
+def test_a_micro_batchs_images_are_processed_once_until_the_step_forgets_them(policy):
+    """The policy's, the reference's and MIS's forwards of one micro-batch share its
+    pixel tensors; another image list, or the next step, is processed again."""
+    pixels = PixelInputs(policy)
+    calls: list[int] = []
+    processor = pixels.processor
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return processor(*args, **kwargs)
+
+    pixels.processor = counting
+    png = encode_png(render([Shape("circle", "red", 40, 40, 20)], 112))
+    images = [[png]]
+    first = pixels(images)
+    assert pixels(images) is first and len(calls) == 1
+    pixels([[png]])  # an equal list of another micro-batch: its own tensors
+    assert len(calls) == 2
+    pixels.forget()
+    again = pixels(images)
+    assert len(calls) == 3 and torch.equal(again["pixel_values"], first["pixel_values"])
