@@ -242,6 +242,12 @@ class LearnerConfig:
     MoE routing to replay."""
     threads: int = 2
     """torch threads in each learner process."""
+    borrow_idle_cores: bool = True
+    """CPU, split placement, async mode: while the rollout engines on a rank's node
+    have nothing to do until the next version (no group in flight, none allowed to
+    start, no evaluation, no publish), the rank also runs on the cores they are bound
+    to, from its next layer or micro-batch until the step ends (learner/cores.py;
+    `perf/learner_borrowed_s`). In sync mode the learner has every core anyway."""
     deepspeed: dict[str, Any] = field(default_factory=dict)
     """Merged last into the generated DeepSpeed config: anything DeepSpeed accepts."""
     routing_replay: bool = True

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from core.config import LearnerConfig
+from learner.cores import bind_threads
 
 DTYPES = {
     "fp32": torch.float32,
@@ -58,14 +59,15 @@ def rendezvous_address() -> tuple[str, int]:
 
 
 def pin_cores(cores: tuple[int, ...] | None, threads: int) -> int:
-    """Bind this process to `cores` (those of them it may run on; none: unchanged) and
-    return the torch threads to use: `threads`, at most one per core it is bound to."""
+    """Bind every thread of this process to `cores` (those of them it may run on;
+    none: unchanged) and return the torch threads to use: `threads`, at most one per
+    core it is bound to. Every thread: Ray runs the actor's methods on threads of
+    its own, and torch's OpenMP workers inherit the mask of the thread that made them."""
     if not cores:
         return threads
-    usable = set(cores) & os.sched_getaffinity(0)
+    usable = bind_threads(cores, os.sched_getaffinity(0))
     if not usable:
         return threads
-    os.sched_setaffinity(0, usable)
     return max(1, min(threads, len(usable)))
 
 

@@ -21,6 +21,7 @@ from core.shm import WeightSnapshot, write_snapshot
 from core.types import Batch
 from learner.algos import PolicyInputs, make_algorithm
 from learner.batching import MicroBatch, Sample, collect_samples, plan_micro_batches
+from learner.cores import CoreLease
 from learner.routing_replay import RoutingReplay
 from learner.setup import (
     RankInfo,
@@ -45,8 +46,11 @@ class Trainer:
         temperature: float = 1.0,
         rank: RankInfo | None = None,
         seed: int = 0,
+        cores: CoreLease | None = None,
     ):
         self.cfg = cfg
+        self.cores = cores
+        """Cores this rank may borrow while the engines idle (None: only its own)."""
         self.rank = rank or RankInfo()
         self.temperature = temperature
         self.algorithm = make_algorithm(algo)
@@ -61,12 +65,14 @@ class Trainer:
         self.reference = reference_model(model_path, cfg) if algo.kl_coef > 0 else None
         self.share_prefix = cfg.share_prefix and supports_shared_prefix(self.engine.module)
         self.pixels = pixel_inputs_for(model_path, self.engine.module)
+        if self.cores is not None:
+            self.cores.install(self.engine.module)
 
     # -- training ---------------------------------------------------------------
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         """One optimizer step on `batch`; returns metrics reduced over ranks."""
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         samples = collect_samples(batch, self.algorithm)
         if not samples:
             return {"learner/skipped_empty_batch": 1.0}
@@ -80,15 +86,20 @@ class Trainer:
         )
         sums: dict[str, float] = {}
         own = plan[self.rank.rank :: self.rank.world_size]
+        if self.cores is not None:
+            self.cores.begin(batch.learner_version)
         try:
             kept_scale = self._kept_scale(own, samples)
             self.engine.train()
             for micro in own:
+                self._borrow_if_offered()
                 self._accumulate(micro, sums, kept_scale)
+            self._borrow_if_offered()
+            self.engine.step()
         finally:
             if self.pixels is not None:
                 self.pixels.forget()
-        self.engine.step()
+            borrowed_s = self.cores.give_back() if self.cores is not None else 0.0
         self.version += 1
         metrics = self._reduce(sums)
         metrics["learner/grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
@@ -99,10 +110,18 @@ class Trainer:
         metrics["learner/micro_batches"] = float(len(plan))
         metrics["learner/forward_tokens"] = float(sum(m.forward_tokens for m in plan if m))
         metrics["perf/learner_step_s"] = time.perf_counter() - started
+        metrics["perf/learner_borrowed_s"] = borrowed_s
+        metrics["perf/learner_cores_busy"] = (time.process_time() - cpu_started) / max(
+            metrics["perf/learner_step_s"], 1e-9
+        )
         metrics["perf/learner_tokens_per_s"] = metrics["learner/tokens"] / max(
             metrics["perf/learner_step_s"], 1e-9
         )
         return metrics
+
+    def _borrow_if_offered(self) -> None:
+        if self.cores is not None:
+            self.cores.take_if_offered()
 
     def _accumulate(
         self, micro: MicroBatch | None, sums: dict[str, float], kept_scale: float

@@ -3,7 +3,8 @@
 Created in its placement seat by orchestrator.actors, then started in two calls:
 rank 0 reports where the group meets (`rendezvous`: its node address and a free
 port there), and every rank `start`s there. On CPU under split placement it is
-bound to the cores no rollout engine on its node took. Sets DeepSpeed's
+bound to the cores no rollout engine on its node took, and borrows theirs while
+they idle (`lend_cores`, learner/cores.py). Sets DeepSpeed's
 accelerator before DeepSpeed is imported.
 """
 
@@ -14,10 +15,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+import ray
+
 from core.config import AlgoConfig, LearnerConfig
 from core.records import Placement
 from core.shm import WeightSnapshot, snapshot_bytes
 from core.types import Batch
+
+CONCURRENCY_GROUPS = {"cores": 1}
+"""`lend_cores` runs on a thread of its own, beside a running `train_step`."""
 
 
 class LearnerWorker:
@@ -31,10 +37,16 @@ class LearnerWorker:
         world_size: int,
         seed: int,
         cores: tuple[int, ...] | None = None,
+        spare_cores: tuple[int, ...] = (),
     ):
+        from learner.cores import CoreLease
         from learner.setup import pin_cores
 
+        allowed = os.sched_getaffinity(0)
         threads = pin_cores(cores, cfg.threads)
+        self.lease = (
+            CoreLease(cores, spare_cores, cfg.threads, allowed) if cores and spare_cores else None
+        )
         self.cfg = dataclasses.replace(cfg, threads=threads)
         self.args = (model_path, algo, temperature, seed)
         self.rank, self.world_size = rank, world_size
@@ -58,7 +70,7 @@ class LearnerWorker:
         model_path, algo, temperature, seed = self.args
         rank = RankInfo(self.rank, self.world_size, master_addr, master_port)
         self.trainer = Trainer(
-            model_path, self.cfg, algo, temperature=temperature, rank=rank, seed=seed
+            model_path, self.cfg, algo, temperature, rank, seed, cores=self.lease
         )
         return self.rank
 
@@ -68,12 +80,33 @@ class LearnerWorker:
     def placement(self) -> Placement:
         return Placement.here()
 
+    def thread_cores(self) -> tuple[int, ...]:
+        """The cores any thread of this process may run on now (its pin, or its pin
+        and the borrowed cores while a step borrows them)."""
+        cores: set[int] = set()
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                cores |= os.sched_getaffinity(int(tid))
+            except OSError:  # the thread ended meanwhile
+                continue
+        return tuple(sorted(cores))
+
     def sees(self, directory: str) -> bool:
         """Whether `directory` exists from this rank's node (shared checkpoint storage)."""
         return Path(directory).is_dir()
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         return self.trainer.train_step(batch)
+
+    @ray.method(concurrency_group="cores")
+    def lend_cores(self, step: int) -> bool:
+        """The rollout engines on this node idle until learner step `step` ends: take
+        their cores for it (runs beside `train_step`, on its own thread). Returns
+        whether this rank has cores to borrow."""
+        if self.lease is None:
+            return False
+        self.lease.offer(step)
+        return True
 
     def export_weights(
         self, directory: str, version: int, served_dtype: str | None = None

@@ -21,6 +21,7 @@ from orchestrator.placement import (
     PlacementError,
     PlacementPlan,
     Role,
+    borrowable_cores,
     off_learner_node,
     pinned_cores,
     plan,
@@ -61,10 +62,10 @@ def learner_ranks(cfg: Config, model_path: str) -> list[Any]:
     ranks are not started yet (LearnerGroup.start meets them at rank 0's address)."""
     import ray
 
-    from learner.worker import LearnerWorker
+    from learner.worker import CONCURRENCY_GROUPS, LearnerWorker
 
     reservation = reserve(cfg)
-    actor = ray.remote(LearnerWorker)
+    actor = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(LearnerWorker)
     return [
         actor.options(**actor_options(cfg, Role.learner, rank)).remote(
             model_path,
@@ -75,6 +76,7 @@ def learner_ranks(cfg: Config, model_path: str) -> list[Any]:
             cfg.learner.num_ranks,
             cfg.trainer.seed,
             reservation.learner_cores[rank],
+            reservation.learner_spare[rank],
         )
         for rank in range(cfg.learner.num_ranks)
     ]
@@ -146,6 +148,8 @@ class Reservation:
     learner_cores: list[tuple[int, ...] | None]
     rollout_nodes: list[str]
     learner_nodes: list[str]
+    learner_spare: list[tuple[int, ...]]
+    """The engines' cores each learner rank may borrow while they idle."""
 
 
 _RESERVED: dict[tuple[str, PlacementPlan], Reservation] = {}
@@ -172,8 +176,9 @@ def reserve(cfg: Config) -> Reservation:
         rollout_nodes = [nodes[s.group][s.bundle] for s in wanted.rollout]
         learner_nodes = [nodes[s.group][s.bundle] for s in wanted.learner]
         rollout_cores, learner_cores = pinned_cores(cfg, rollout_nodes, learner_nodes, node_cores)
+        spare = borrowable_cores(cfg, rollout_nodes, learner_nodes, node_cores)
         _RESERVED[key] = Reservation(
-            wanted, groups, rollout_cores, learner_cores, rollout_nodes, learner_nodes
+            wanted, groups, rollout_cores, learner_cores, rollout_nodes, learner_nodes, spare
         )
     return _RESERVED[key]
 

@@ -91,6 +91,12 @@ class Run:
         """Publish a version while the learner trains the next (async mode)."""
         return self.producer.staleness > 0
 
+    def engines_idle(self) -> bool:
+        """The rollout engines have nothing to do until the next version: no group in
+        flight or allowed to start, no publish, no evaluation (the learner may borrow
+        their cores for the rest of its step)."""
+        return self.producer.idle() and not self.system.fleet.busy
+
     async def next_batch(self) -> tuple[list[Group], float]:
         """The next batch of groups and how long the learner waited for it."""
         started = time.perf_counter()

@@ -4,7 +4,7 @@
     for each step:
         take a batch of fresh complete groups from the buffer
         (colocated: put vLLM to sleep; the publish below wakes it)
-        train one step on it
+        train one step on it (on CPU, async: with the engines' cores once they idle)
         wait until the previous version reached every rollout worker
         (evaluation due: evaluate that version, pinned there, beside training)
         export the new weights and start publishing them (after the evaluation)
@@ -53,7 +53,7 @@ async def train(
             groups, learner_wait_s = await run.next_batch()
             batch = Batch(groups, state.version)
             metrics = await fleet.sleep()  # colocated: vLLM frees the devices it shares
-            metrics |= await learner.train_step(batch)
+            metrics |= await learner.train_step(batch, engines_idle=run.engines_idle)
             run.ledger.trained(groups)
             state.trained.extend(trained_records(batch))
             metrics |= await fleet.synced()  # the previous version is everywhere

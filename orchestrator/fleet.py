@@ -124,6 +124,12 @@ class Fleet:
             return {}
         return await self._publish(snapshot)
 
+    @property
+    def busy(self) -> bool:
+        """A version is being published or a replacement loaded, or an evaluation holds
+        the workers (pinned): the engines have work besides the producer's groups."""
+        return self.lock.locked() or (self._publishing is not None and not self._publishing.done())
+
     async def pin(self) -> int:
         """Hold the published version on every worker (an evaluation of it runs): the
         next publish, and a replacement's load, wait until `unpin`."""

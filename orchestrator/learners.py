@@ -27,6 +27,8 @@ from orchestrator.checkpoint import LEARNER_TAG, checkpoint_root, latest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+LEND_POLL_S = 0.02
+"""How often a running learner step looks whether the engines went idle."""
 
 
 class CheckpointUnreachable(RuntimeError):
@@ -56,9 +58,36 @@ class LearnerGroup:
         )
         return group
 
-    async def train_step(self, batch: Batch) -> dict[str, float]:
+    async def train_step(
+        self, batch: Batch, engines_idle: Callable[[], bool] | None = None
+    ) -> dict[str, float]:
+        """One step on every rank. With `engines_idle`, the ranks borrow the rollout
+        engines' cores on their node once it says the engines have nothing to do
+        until the step ends (learner.borrow_idle_cores)."""
         calls = [r.train_step.remote(batch) for r in self.ranks]
-        return await self._rank0(calls, f"learner step at version {batch.learner_version}")
+        step = asyncio.ensure_future(
+            self._rank0(calls, f"learner step at version {batch.learner_version}")
+        )
+        if engines_idle is not None and self.borrows:
+            await self._lend_when_idle(step, engines_idle, batch.learner_version)
+        return await step
+
+    @property
+    def borrows(self) -> bool:
+        """Whether some rank has engine cores to borrow (async, split, bound, on CPU)."""
+        return any(actors.reserve(self.cfg).learner_spare)
+
+    async def _lend_when_idle(
+        self, step: asyncio.Future, engines_idle: Callable[[], bool], version: int
+    ) -> None:
+        """Until `step` ends, look every LEND_POLL_S whether the engines idle; once
+        they do, offer their cores to every rank for this step (no answer awaited)."""
+        while not step.done():
+            if engines_idle():
+                for rank in self.ranks:
+                    rank.lend_cores.remote(version)
+                return
+            await asyncio.wait({step}, timeout=LEND_POLL_S)
 
     async def export_weights(self, directory: Path, version: int) -> WeightSnapshot:
         served = self.cfg.model.dtype
@@ -119,8 +148,10 @@ class Learner:
     async def start(cls, cfg: Config, model_path: str, weights_dir: Path) -> Learner:
         return cls(cfg, model_path, await LearnerGroup.start(cfg, model_path), weights_dir)
 
-    async def train_step(self, batch: Batch) -> dict[str, float]:
-        return await self._restoring(lambda g: g.train_step(batch), "a train step")
+    async def train_step(
+        self, batch: Batch, engines_idle: Callable[[], bool] | None = None
+    ) -> dict[str, float]:
+        return await self._restoring(lambda g: g.train_step(batch, engines_idle), "a train step")
 
     async def export_weights(self, version: int) -> WeightSnapshot:
         started = time.perf_counter()

@@ -201,12 +201,44 @@ def pinned_cores(
     return workers, _learner_cores(learner_nodes, node_cores, taken if overlapping else {})
 
 
-def _learner_cores(
-    learner_nodes: list[str], node_cores: dict[str, int], taken: dict[str, list[int]]
-) -> list[tuple[int, ...] | None]:
+def borrowable_cores(
+    cfg: Config, rollout_nodes: list[str], learner_nodes: list[str], node_cores: dict[str, int]
+) -> list[tuple[int, ...]]:
+    """The cores each learner rank may borrow while the rollout engines bound to them
+    idle (learner.borrow_idle_cores): those the engines on its node took, shared
+    out among the node's ranks as `pinned_cores` shares the free ones. None where
+    the ranks are not pinned apart from the engines (sync mode, colocated, GPUs,
+    unbound engines) or no engine shares their node."""
+    workers, ranks = pinned_cores(cfg, rollout_nodes, learner_nodes, node_cores)
+    if not cfg.learner.borrow_idle_cores or cfg.trainer.mode == "sync" or None in workers:
+        return [()] * len(learner_nodes)
+    taken: dict[str, list[int]] = defaultdict(list)
+    for node, core in zip(rollout_nodes, workers, strict=True):
+        if core not in taken[node]:
+            taken[node].append(core)
+    spare: list[tuple[int, ...]] = [()] * len(learner_nodes)
+    for node, members in _ranks_by_node(learner_nodes).items():
+        engines = sorted(taken.get(node, []))
+        for order, rank in enumerate(members):
+            if ranks[rank] is None:
+                continue  # not pinned (colocated, GPUs): it runs where it likes anyway
+            own = set(ranks[rank])
+            mine = engines if len(engines) < len(members) else engines[order :: len(members)]
+            spare[rank] = tuple(c for c in mine if c not in own)
+    return spare
+
+
+def _ranks_by_node(learner_nodes: list[str]) -> dict[str, list[int]]:
     on_node: dict[str, list[int]] = defaultdict(list)
     for rank, node in enumerate(learner_nodes):
         on_node[node].append(rank)
+    return on_node
+
+
+def _learner_cores(
+    learner_nodes: list[str], node_cores: dict[str, int], taken: dict[str, list[int]]
+) -> list[tuple[int, ...] | None]:
+    on_node = _ranks_by_node(learner_nodes)
     cores: list[tuple[int, ...] | None] = [None] * len(learner_nodes)
     for node, ranks in on_node.items():
         every = list(range(node_cores.get(node, 1)))

@@ -161,6 +161,11 @@ class Producer:
         within_gate = self.started - self.dropped < batches * self.cfg.buffer.groups_per_batch
         return within_gate and len(self._in_flight) < self.balancer.in_flight_limit
 
+    def idle(self) -> bool:
+        """Nothing in flight and nothing may start: the engines get no group from this
+        producer until the next version opens the gate."""
+        return not self._in_flight and not self._may_start()
+
     async def run(self) -> None:
         while True:
             while self._may_start():

@@ -11,6 +11,7 @@ import pytest
 
 from core.config import Config, ConfigError, validate
 from core.records import Placement
+from learner.cores import bind_threads
 from learner.setup import pin_cores, rendezvous_address
 from orchestrator.checkpoint import checkpoint_root
 from orchestrator.placement import (
@@ -18,6 +19,7 @@ from orchestrator.placement import (
     Bundle,
     Role,
     Seat,
+    borrowable_cores,
     off_learner_node,
     pinned_cores,
     plan,
@@ -153,6 +155,29 @@ def test_colocated_gpus_or_unbound_change_the_pinning():
     assert pinned_cores(unbound, ["a"], ["a"], {"a": 2}) == ([None], [(0, 1)])
 
 
+def test_async_ranks_may_borrow_the_cores_of_the_engines_on_their_node():
+    one = _cfg(workers=1, ranks=1)
+    assert borrowable_cores(one, ["a"], ["a"], {"a": 2}) == [(0,)]
+    four = _cfg(workers=2, ranks=2)
+    assert borrowable_cores(four, ["a", "a"], ["a", "a"], {"a": 4}) == [(0,), (1,)]
+    # two engines, one rank: it may take both; a rank alone on its node, none
+    assert borrowable_cores(four, ["a", "a"], ["a", "b"], {"a": 4, "b": 2}) == [(0, 1), ()]
+    # the ranks already share the engines' cores (none left over): nothing more to take
+    assert borrowable_cores(four, ["a", "a"], ["a"], {"a": 2}) == [()]
+
+
+def test_nothing_to_borrow_in_sync_mode_unbound_colocated_or_when_off():
+    sync = _cfg(workers=1, ranks=1)
+    sync.trainer.mode = "sync"
+    unbound = _cfg(workers=1, ranks=1)
+    unbound.rollout.bind_cores = False
+    colocated = _cfg(workers=1, ranks=1, placement="colocated")
+    off = _cfg(workers=1, ranks=1)
+    off.learner.borrow_idle_cores = False
+    for cfg in (sync, unbound, colocated, off):
+        assert borrowable_cores(cfg, ["a"], ["a"], {"a": 2}) == [()]
+
+
 def test_a_rank_binds_itself_to_its_cores_and_threads_follow():
     before = os.sched_getaffinity(0)
     core = min(before)
@@ -163,7 +188,7 @@ def test_a_rank_binds_itself_to_its_cores_and_threads_follow():
         assert pin_cores((10_000,), threads=3) == 3  # not a core here: left unpinned
         assert os.sched_getaffinity(0) == {core}
     finally:
-        os.sched_setaffinity(0, before)
+        bind_threads(before, before)  # every thread, as pin_cores bound them
 
 
 @pytest.mark.parametrize(

@@ -305,3 +305,30 @@ def test_a_resumed_producer_keeps_its_issued_ids_and_loss_counts(cancelled):
     asyncio.run(_train(resumed, 2))
     assert resumed.audit().balanced
     assert f"{pool.specs[0].group_id}.l1" in resumed.issued
+
+
+def test_idle_only_when_nothing_is_in_flight_and_the_gate_is_shut():
+    """What the learner's borrowing waits for (orchestrator.assembly.Run.engines_idle)."""
+
+    async def scenario() -> list[bool]:
+        cfg = _config()
+        cfg.buffer.max_staleness = 0  # the gate: one batch per version
+        pool = FakePool(faults=["hang"])  # the first group keeps the engines busy
+        producer = _producer(FakeSystem([pool]), cfg)
+        running = asyncio.create_task(producer.run())
+        seen = []
+        try:
+            await asyncio.sleep(0.05)
+            seen.append(producer.idle())  # one group still in flight
+            producer._in_flight.clear()  # it ends without a result: nothing in flight
+            seen.append(producer.idle())  # the batch's groups started: gate shut
+            producer.state.version += 1  # a new version opens the gate
+            seen.append(producer.idle())
+            await asyncio.sleep(0.3)  # the next batch's groups start and come back
+            seen.append(producer.idle())
+        finally:
+            producer.stop()
+            running.cancel()
+        return seen
+
+    assert asyncio.run(scenario()) == [False, True, False, True]
