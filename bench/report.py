@@ -63,6 +63,8 @@ class Section:
     about: str
     render: Callable[[dict[str, Any]], Rendered]
     plot: Callable[[dict[str, Any], Path], None] | None
+    module: str = ""
+    """The bench module that wrote the record, when not the record's own name."""
 
 
 def write_report(
@@ -197,7 +199,8 @@ def _provenance(record: dict) -> str:
 def _command(name: str, run: dict, record: dict) -> str:
     if run.get("command"):
         return run["command"]
-    return " ".join(["python", "-m", f"bench.{name}", *record.get("argv", [])])
+    module = SECTIONS[name].module if name in SECTIONS else ""
+    return " ".join(["python", "-m", f"bench.{module or name}", *record.get("argv", [])])
 
 
 def _weight_sync(r: dict[str, Any]) -> Rendered:
@@ -283,6 +286,11 @@ def _peer(r: dict[str, Any]) -> Rendered:
             if _finite(s["reward_at_equal_time"]) and _finite(trl["reward_at_equal_time"]):
                 reward = _ratio(s["reward_at_equal_time"], trl["reward_at_equal_time"])
                 goals.append(Goal(label.format("reward at equal loop time"), reward, ">=", 1.0))
+    if {"asyncrl_sync", "asyncrl_async"} <= set(r["sides"]):  # issue 18: async never loses
+        sync, overlap = r["sides"]["asyncrl_sync"], r["sides"]["asyncrl_async"]
+        speed = _ratio(overlap["samples_per_s"], sync["samples_per_s"])
+        label = f"asyncrl_async / asyncrl_sync samples/s, {case['name']} case"
+        goals.append(Goal(label, speed, ">=", 1.0))
     intro = (
         f"{case['name']} case: {case['steps']} steps x 128 samples, at most "
         f"{case['max_new_tokens']} new tokens; reward at equal loop time "
@@ -501,6 +509,14 @@ SECTIONS = {
         "(bench/peer.py says which); each side in its own process.",
         _peer,
         None,
+    ),
+    "peer_larger": Section(
+        "Peer: TRL's GRPOTrainer, larger case",
+        "The same comparison with a ~30M-parameter Qwen3 built from config (random "
+        "weights: its reward says nothing, its speed does) and up to 256 new tokens.",
+        _peer,
+        None,
+        module="peer",
     ),
     "memory": Section(
         "Memory",

@@ -45,6 +45,8 @@ class Bench:
     timeout_s: int
     estimate_s: int
     """Roughly how long it takes on a 2-core CPU machine (for the plan printed first)."""
+    module: str = ""
+    """bench.<module> to run, when not bench.<name>."""
 
 
 BENCHES = (
@@ -69,6 +71,8 @@ BENCHES = (
     ),
     # TRL's GRPOTrainer vs asyncrl sync and async, 60 steps each (needs the peer extra)
     Bench("peer", ("--case", "tiny"), 1800, 480),
+    # the same at ~30M parameters and up to 256 new tokens, 4 steps a side
+    Bench("peer_larger", ("--case", "larger"), 3600, 1900, module="peer"),
     # a 10-step default run (`make run`, shortened), process tree sampled every 0.5 s
     Bench("memory", ("--steps", "10"), 900, 120),
 )
@@ -120,7 +124,8 @@ def run_one(bench: Bench) -> dict[str, Any]:
     out = RESULTS_DIR / f"{bench.name}.json"
     log = RESULTS_DIR / f"{bench.name}.log"
     out.unlink(missing_ok=True)  # never report an older run as this one
-    command = [sys.executable, "-m", f"bench.{bench.name}", *bench.args, "--json", str(out)]
+    module = bench.module or bench.name
+    command = [sys.executable, "-m", f"bench.{module}", *bench.args, "--json", str(out)]
     env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",

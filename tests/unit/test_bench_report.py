@@ -114,6 +114,24 @@ RESULTS = {
         },
         "ratios": {},
     },
+    "peer_larger": {
+        "case": {"name": "larger", "max_new_tokens": 256, "steps": 4},
+        "equal_loop_time_s": 300.0,
+        "held_out_start_accuracy": 0.0,
+        "sides": {
+            name: {
+                "samples_per_s": rate,
+                "step_s": 100.0,
+                "startup_s": 9.0,
+                "shutdown_s": 0.0,
+                "process_s": 400.0,
+                "reward_at_equal_time": 0.0,
+                "held_out_accuracy": 0.0,
+            }
+            for name, rate in (("trl", 1.0), ("asyncrl_sync", 2.0), ("asyncrl_async", 1.6))
+        },
+        "ratios": {},
+    },
     "envs": {
         "pools": 2,
         "scales": [_scale(1000, 500.0), _scale(4000, 1000.0), _scale(10000, 1500.0)],
@@ -189,12 +207,12 @@ def _write(results_dir: Path, name: str, results: dict, commit: str = "a" * 40) 
 
 def _runs(**status: str) -> dict[str, dict]:
     return {
-        name: {
-            "status": status.get(name, "ok"),
-            "command": f"python -m bench.{name} --x 1",
-            "log": f"bench/results/{name}.log",
+        b.name: {
+            "status": status.get(b.name, "ok"),
+            "command": f"python -m bench.{b.module or b.name} --x 1",  # as run_one writes it
+            "log": f"bench/results/{b.name}.log",
         }
-        for name in NAMES
+        for b in BENCHES
     }
 
 
@@ -264,7 +282,8 @@ def test_envs_and_learner_relative(report):
 def test_goals_summary_and_commands(report):
     _, text, _ = report
     summary = text.split("## Goals", 1)[1].split("\n## ", 1)[0]
-    assert summary.count("goal met") == 7 and summary.count("not met") == 4  # peer: 2 of 3
+    # peer: 2 of 3; peer_larger: sync 2x TRL met, async 1.6x TRL and 0.8x sync not
+    assert summary.count("goal met") == 8 and summary.count("not met") == 6
     assert "python -m bench.rollout --x 1" in text
     assert "![envs](plots/envs.png)" in text
 
@@ -298,10 +317,19 @@ def test_peer_goals_are_judged_against_trl(report):
     )
 
 
+def test_larger_peer_case_judges_async_against_sync_and_names_its_module(report):
+    _, text, _ = report
+    section = text.split("## Peer: TRL's GRPOTrainer, larger case", 1)[1].split("\n## ", 1)[0]
+    assert "| asyncrl_sync / TRL samples/s, larger case | 2.00x | >= 2x | goal met |" in section
+    row = "| asyncrl_async / asyncrl_sync samples/s, larger case | 0.80x | >= 1x | not met |"
+    assert row in section
+    assert "python -m bench.peer " in section  # the module that wrote it, not bench.peer_larger
+
+
 def test_plots_written(report):
     _, _, plots = report
     for name in RESULTS:
-        if name not in ("memory", "cross_node_sync", "peer"):  # the last two: tables only
+        if name not in ("memory", "cross_node_sync", "peer", "peer_larger"):  # tables only
             png = plots / f"{name}.png"
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
@@ -320,6 +348,7 @@ def test_missing_or_incomplete_records_fail(tmp_path):
         "rollout",
         "async_vs_sync",
         "peer",
+        "peer_larger",
     ]
     text = out.read_text()
     assert "incomplete (KeyError" in text
