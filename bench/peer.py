@@ -2,7 +2,8 @@
 same start policy, the same task and matched hyper-parameters, side by side in one
 run on this machine (not a test).
 
-    python -m bench.peer [--case tiny|larger] [--steps 60] [--modes sync,async] [--json PATH]
+    python -m bench.peer [--case tiny|larger] [--steps 60] [--modes sync,async,async_unborrowed]
+                         [--json PATH]
 
 The task is asyncrl's calculator env cut to one turn and to sums of two numbers up to
 9 (`env.kwargs.max_turns=1`, `max_operands=2`, `max_value=9`, `operators=+`): a
@@ -68,6 +69,13 @@ class Case:
 
 CASES = {"tiny": Case("tiny", 20, 60), "larger": Case("larger", 256, 4)}
 RUN_BOUND_S = 3600
+MODES = {
+    "sync": ("trainer.mode=sync",),
+    "async": ("trainer.mode=async",),
+    "async_unborrowed": ("trainer.mode=async", "learner.borrow_idle_cores=false"),
+}
+"""asyncrl's sides: sync, async, and async as it ran before its learner borrowed the
+engines' idle cores (for the record of what that changed)."""
 
 
 def main() -> None:
@@ -86,7 +94,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="asyncrl-peer-") as tmp:
         work = Path(tmp)
         sides = {"trl": _run_trl(start, hyper, work)}
-        for mode in args.modes.split(","):
+        modes = args.modes.split(",")
+        if unknown := set(modes) - set(MODES):
+            known = ", ".join(MODES)
+            raise SystemExit(f"--modes: unknown {', '.join(sorted(unknown))}; known: {known}")
+        for mode in modes:
             sides[f"asyncrl_{mode}"] = _run_asyncrl(start, hyper, mode, work)
         held_out = _held_out(start, {k: v["final_model"] for k, v in sides.items()}, case)
     report = _report(case, sides, held_out)
@@ -133,7 +145,7 @@ def _run_asyncrl(start: str, hyper: dict[str, Any], mode: str, work: Path) -> di
         f"learner.lr={hyper['lr']}",
         "algo.kl_coef=0",
         f"trainer.total_steps={hyper['steps']}",
-        f"trainer.mode={mode}",
+        *MODES[mode],
         f"trainer.seed={hyper['seed']}",
         f"logger.run_dir={run_dir}",
         "logger.wandb.enabled=false",
@@ -153,8 +165,39 @@ def _run_asyncrl(start: str, hyper: dict[str, Any], mode: str, work: Path) -> di
         "shutdown_s": summary["shutdown_s"],
         "process_s": wall,
         "steps": steps,
+        "accounting": accounting(history),
         "final_model": str(run_dir / "final_model"),
     }
+
+
+ACCOUNTED = (
+    "perf/step_s",
+    "perf/learner_wait_s",
+    "perf/learner_step_s",
+    "perf/learner_borrowed_s",
+    "sync/pause_s",
+    "perf/cpu_s/driver",
+    "perf/cpu_s/learner",
+    "perf/cpu_s/rollout",
+    "perf/cpu_s/env",
+    "perf/cpu_s/ray",
+    "perf/cpu_busy",
+)
+"""Where a step's wall time and each process role's CPU seconds go (the run's own
+perf/* metrics; orchestrator.summaries.StepClock, learner.trainer)."""
+
+
+def accounting(history: list[dict[str, float]]) -> dict[str, float]:
+    """Means over the steps after the first (which also pays for warming up) of each
+    ACCOUNTED metric the run logged; every step when there is only one."""
+    steps = [m for m in history if "perf/step_s" in m]
+    steps = steps[1:] or steps
+    means = {}
+    for key in ACCOUNTED:
+        values = [m[key] for m in steps if key in m]
+        if values:
+            means[key] = sum(values) / len(values)
+    return means
 
 
 def _timed(command: list[str], what: str) -> float:
@@ -207,6 +250,7 @@ def _report(case: Case, sides: dict[str, dict], held_out: dict[str, float]) -> d
             "reward_at_equal_time": _reward_at(side["steps"], equal_time),
             "held_out_accuracy": held_out[name],
             "rewards": [s.get("reward") for s in side["steps"]],
+            "accounting": side.get("accounting", {}),
         }
     trl = rows["trl"]
     ratios = {
@@ -252,13 +296,21 @@ def _print(report: dict[str, Any]) -> None:
         )
     for name, ratio in report["ratios"].items():
         print(f"  {name}: {ratio:.2f}x")
+    accounted = {n: r["accounting"] for n, r in report["sides"].items() if r.get("accounting")}
+    if accounted:
+        print("  where a step goes (mean over steps after the first):")
+        for key in ACCOUNTED:
+            cells = " ".join(f"{a.get(key, float('nan')):>14.3f}" for a in accounted.values())
+            print(f"  {key:<26} {cells}")
 
 
 def _parse() -> argparse.Namespace:
     args = parser(__doc__)
     args.add_argument("--case", choices=sorted(CASES), default="tiny")
     args.add_argument("--steps", type=int, default=0, help="steps per side (default: the case's)")
-    args.add_argument("--modes", default="sync,async", help="asyncrl trainer.mode values to run")
+    args.add_argument(
+        "--modes", default=",".join(MODES), help=f"asyncrl sides to run, of {', '.join(MODES)}"
+    )
     return args.parse_args()
 
 

@@ -275,7 +275,7 @@ def _peer(r: dict[str, Any]) -> Rendered:
     goals = []
     faster = PEER_SPEED_GOALS.get(case["name"], 1.2)
     for name, s in r["sides"].items():
-        if name == "trl":
+        if name not in ("asyncrl_sync", "asyncrl_async"):  # TRL itself, reference runs
             continue
         label = f"{name} / TRL {{}}, {case['name']} case"
         speed = _ratio(s["samples_per_s"], trl["samples_per_s"])
@@ -297,7 +297,35 @@ def _peer(r: dict[str, Any]) -> Rendered:
         f"{_num(r['equal_loop_time_s'], 0)} s; held-out greedy accuracy of the start policy "
         f"{_num(r['held_out_start_accuracy'], 2)}."
     )
-    return Rendered([intro, "", *lines], goals)
+    return Rendered([intro, "", *lines, *_accounting(r["sides"])], goals)
+
+
+ACCOUNTING_ROWS = {
+    "perf/step_s": "step, wall s",
+    "perf/learner_wait_s": "learner waits for its batch, s",
+    "perf/learner_step_s": "learner step, s",
+    "perf/learner_borrowed_s": "of which on the engines' borrowed cores, s",
+    "sync/pause_s": "weight-sync pause, s",
+    "perf/cpu_s/learner": "CPU s: learner",
+    "perf/cpu_s/rollout": "CPU s: rollout workers and engines",
+    "perf/cpu_s/env": "CPU s: env pools",
+    "perf/cpu_s/driver": "CPU s: driver",
+    "perf/cpu_s/ray": "CPU s: Ray",
+    "perf/cpu_busy": "share of the cores busy",
+}
+
+
+def _accounting(sides: dict[str, Any]) -> list[str]:
+    """Where an asyncrl step's wall time and CPU seconds go, per side that logged it."""
+    accounted = {n: s["accounting"] for n, s in sides.items() if s.get("accounting")}
+    if not accounted:
+        return []
+    rows = [
+        [label, *[_num(a.get(key), 3) if key in a else "n/a" for a in accounted.values()]]
+        for key, label in ACCOUNTING_ROWS.items()
+    ]
+    intro = "Where a step goes (each run's own perf/* metrics, mean over steps after the first):"
+    return ["", intro, "", *_table(["", *accounted], rows)]
 
 
 def _envs(r: dict[str, Any]) -> Rendered:

@@ -69,10 +69,11 @@ BENCHES = (
         1500,
         420,
     ),
-    # TRL's GRPOTrainer vs asyncrl sync and async, 60 steps each (needs the peer extra)
-    Bench("peer", ("--case", "tiny"), 1800, 480),
+    # TRL's GRPOTrainer vs asyncrl sync, async, and async without borrowing the engines'
+    # idle cores, 60 steps each (needs the peer extra)
+    Bench("peer", ("--case", "tiny"), 1800, 560),
     # the same at ~30M parameters and up to 256 new tokens, 4 steps a side
-    Bench("peer_larger", ("--case", "larger"), 3600, 1900, module="peer"),
+    Bench("peer_larger", ("--case", "larger"), 4200, 2400, module="peer"),
     # a 10-step default run (`make run`, shortened), process tree sampled every 0.5 s
     Bench("memory", ("--steps", "10"), 900, 120),
 )

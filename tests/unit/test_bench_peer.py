@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.peer import CASES, _report, _reward_at
+from bench.peer import CASES, _report, _reward_at, accounting
 from bench.peer_tasks import correct, score
 from envs import make_env
 
@@ -57,3 +57,17 @@ def test_the_report_compares_every_side_with_trl_at_the_shortest_loop():
     assert report["ratios"]["asyncrl_async/trl samples/s"] == pytest.approx(1.5)
     assert report["ratios"]["asyncrl_async/trl process time"] == pytest.approx(1.0)
     assert report["sides"]["trl"]["reward_at_equal_time"] == pytest.approx(0.5)
+
+
+def test_accounting_averages_the_steps_after_the_first_and_skips_what_was_not_logged():
+    history = [
+        {"perf/step_s": 9.0, "perf/cpu_s/learner": 9.0},
+        {"perf/step_s": 2.0, "perf/cpu_s/learner": 1.0},
+        {"eval/accuracy": 0.5},  # an evaluation's row, not a step
+        {"perf/step_s": 4.0, "perf/cpu_s/learner": 2.0, "perf/learner_borrowed_s": 1.0},
+    ]
+    means = accounting(history)
+    assert means["perf/step_s"] == 3.0 and means["perf/cpu_s/learner"] == 1.5
+    assert means["perf/learner_borrowed_s"] == 1.0  # one step logged it
+    assert "perf/cpu_s/env" not in means
+    assert accounting(history[:1]) == {"perf/step_s": 9.0, "perf/cpu_s/learner": 9.0}

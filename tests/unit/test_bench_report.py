@@ -127,6 +127,9 @@ RESULTS = {
                 "process_s": 400.0,
                 "reward_at_equal_time": 0.0,
                 "held_out_accuracy": 0.0,
+                "accounting": {}
+                if name == "trl"
+                else {"perf/step_s": 100 / rate, "perf/cpu_busy": 0.5},
             }
             for name, rate in (("trl", 1.0), ("asyncrl_sync", 2.0), ("asyncrl_async", 1.6))
         },
@@ -324,6 +327,9 @@ def test_larger_peer_case_judges_async_against_sync_and_names_its_module(report)
     row = "| asyncrl_async / asyncrl_sync samples/s, larger case | 0.80x | >= 1x | not met |"
     assert row in section
     assert "python -m bench.peer " in section  # the module that wrote it, not bench.peer_larger
+    assert "|  | asyncrl_sync | asyncrl_async |" in section  # TRL logs no accounting
+    assert "| step, wall s | 50.000 | 62.500 |" in section
+    assert "| CPU s: learner | n/a | n/a |" in section
 
 
 def test_plots_written(report):
