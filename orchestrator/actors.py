@@ -64,7 +64,7 @@ def learner_ranks(cfg: Config, model_path: str) -> list[Any]:
 
     from learner.worker import CONCURRENCY_GROUPS, LearnerWorker
 
-    reservation = reserve(cfg)
+    cores = reserve(cfg).cores(cfg)
     actor = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(LearnerWorker)
     return [
         actor.options(**actor_options(cfg, Role.learner, rank)).remote(
@@ -75,8 +75,8 @@ def learner_ranks(cfg: Config, model_path: str) -> list[Any]:
             rank,
             cfg.learner.num_ranks,
             cfg.trainer.seed,
-            reservation.learner_cores[rank],
-            reservation.learner_spare[rank],
+            cores.learner[rank],
+            cores.learner_spare[rank],
         )
         for rank in range(cfg.learner.num_ranks)
     ]
@@ -88,7 +88,7 @@ def rollout_worker(cfg: Config, model_path: str, index: int) -> Any:
 
     from rollout.worker import RolloutWorker
 
-    core = reserve(cfg).rollout_cores[index]
+    core = reserve(cfg).cores(cfg).rollout[index]
     return (
         ray.remote(RolloutWorker)
         .options(**actor_options(cfg, Role.rollout, index), max_concurrency=100_000)
@@ -140,16 +140,32 @@ def actor_options(cfg: Config, role: Role, index: int) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Reservation:
-    """A plan's placement groups, ready, and the cores each CPU actor is pinned to."""
+    """A plan's placement groups, ready, and the nodes their bundles landed on."""
 
     plan: PlacementPlan
     groups: dict[Role, Any]
-    rollout_cores: list[int | None]
-    learner_cores: list[tuple[int, ...] | None]
     rollout_nodes: list[str]
     learner_nodes: list[str]
+    node_cores: dict[str, int]
+    """CPU cores Ray counts on each node."""
+
+    def cores(self, cfg: Config) -> Cores:
+        """Where `cfg`'s CPU actors are pinned in these seats (runs with one shape
+        share a reservation, but the pins follow each run's mode and knobs)."""
+        nodes = (cfg, self.rollout_nodes, self.learner_nodes, self.node_cores)
+        rollout, learner = pinned_cores(*nodes)
+        return Cores(rollout, learner, borrowable_cores(*nodes))
+
+
+@dataclass(frozen=True)
+class Cores:
+    """The core each rollout engine is bound to, the cores each learner rank is bound
+    to, and the engines' cores each rank may borrow while they idle (None or empty:
+    not pinned; orchestrator.placement)."""
+
+    rollout: list[int | None]
+    learner: list[tuple[int, ...] | None]
     learner_spare: list[tuple[int, ...]]
-    """The engines' cores each learner rank may borrow while they idle."""
 
 
 _RESERVED: dict[tuple[str, PlacementPlan], Reservation] = {}
@@ -175,11 +191,7 @@ def reserve(cfg: Config) -> Reservation:
         node_cores = {n["NodeID"]: int(n["Resources"].get("CPU", 1)) for n in alive}
         rollout_nodes = [nodes[s.group][s.bundle] for s in wanted.rollout]
         learner_nodes = [nodes[s.group][s.bundle] for s in wanted.learner]
-        rollout_cores, learner_cores = pinned_cores(cfg, rollout_nodes, learner_nodes, node_cores)
-        spare = borrowable_cores(cfg, rollout_nodes, learner_nodes, node_cores)
-        _RESERVED[key] = Reservation(
-            wanted, groups, rollout_cores, learner_cores, rollout_nodes, learner_nodes, spare
-        )
+        _RESERVED[key] = Reservation(wanted, groups, rollout_nodes, learner_nodes, node_cores)
     return _RESERVED[key]
 
 

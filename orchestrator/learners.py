@@ -41,11 +41,14 @@ class LearnerGroup:
 
     cfg: Config
     ranks: list[Any]
+    borrows: bool = False
+    """Some rank has engine cores to borrow while they idle (CPU, split, async)."""
 
     @classmethod
     async def start(cls, cfg: Config, model_path: str) -> LearnerGroup:
         """Ranks in their placement seats, meeting at rank 0's node address."""
-        group = cls(cfg, actors.learner_ranks(cfg, model_path))
+        borrows = any(actors.reserve(cfg).cores(cfg).learner_spare)
+        group = cls(cfg, actors.learner_ranks(cfg, model_path), borrows)
         address = await bounded(
             group.ranks[0].rendezvous.remote(),
             cfg.learner.startup_timeout_s,
@@ -71,11 +74,6 @@ class LearnerGroup:
         if engines_idle is not None and self.borrows:
             await self._lend_when_idle(step, engines_idle, batch.learner_version)
         return await step
-
-    @property
-    def borrows(self) -> bool:
-        """Whether some rank has engine cores to borrow (async, split, bound, on CPU)."""
-        return any(actors.reserve(self.cfg).learner_spare)
 
     async def _lend_when_idle(
         self, step: asyncio.Future, engines_idle: Callable[[], bool], version: int

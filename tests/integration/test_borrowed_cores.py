@@ -12,6 +12,8 @@ each step the rank is back on its own core (a borrow never outlives its step).
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from core.config import LoggerConfig
@@ -67,3 +69,23 @@ def test_the_learner_runs_on_the_idle_engines_core_and_gives_it_back(
 def _learner_cores(system, runner) -> tuple[int, ...]:
     """The cores every thread of rank 0's process may run on now (their union)."""
     return runner(system.learner.group.ranks[0].thread_cores.remote())
+
+
+def test_a_sync_run_of_the_same_shape_is_pinned_by_its_own_mode(borrowing_system):
+    """Runs of one shape share a reservation (placement groups), not their pins."""
+    from orchestrator import actors
+    from orchestrator.placement import plan
+
+    _, cfg = borrowing_system
+    sync = copy.deepcopy(cfg)
+    sync.trainer.mode = "sync"
+    assert plan(sync) == plan(cfg)
+    reservation = actors.reserve(sync)
+    assert reservation is actors.reserve(cfg)
+    overlapping, taking_turns = reservation.cores(cfg), reservation.cores(sync)
+    assert len(overlapping.learner[0]) == 1 and overlapping.learner_spare[0] == (
+        overlapping.rollout[0],
+    )
+    # sync: the rank has every core, the engine's too, and nothing to borrow
+    assert set(taking_turns.learner[0]) >= {*overlapping.learner[0], overlapping.rollout[0]}
+    assert taking_turns.learner_spare == [()]
