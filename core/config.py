@@ -339,6 +339,11 @@ class LoggerConfig:
     it to Hydra's run directory)."""
     wandb: WandbConfig = field(default_factory=WandbConfig)
     plot_every: int = 10
+    """Redraw reward_curve.png every this many steps, at most once per
+    plot_min_interval_s (0: only when the run ends, which always draws it)."""
+    plot_min_interval_s: float = 30.0
+    """A redraw costs the driver ~0.25 s of CPU on its event loop (matplotlib), so a
+    run of sub-second steps would spend a tenth of its driver on plots."""
     progress: bool = True
     """A progress bar on stderr, redrawn once per learner step."""
     verbose: bool = False

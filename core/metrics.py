@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ class MetricsLogger:
         self.plot_path = self.run_dir / "reward_curve.png"
         self.history: list[dict[str, float]] = []
         self._jsonl = open(self.jsonl_path, "a", buffering=1)
+        self._plotted_at = -math.inf
         self._wandb = self._start_wandb(run_config or {}) if cfg.wandb.enabled else None
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
@@ -47,11 +49,18 @@ class MetricsLogger:
         self._jsonl.write(json.dumps(row) + "\n")
         if self._wandb is not None:
             self._wandb.log(row, step=step)
-        if self.cfg.plot_every and step % self.cfg.plot_every == 0:
+        if self._plot_due(step):
             self.plot()
+
+    def _plot_due(self, step: int) -> bool:
+        every = self.cfg.plot_every
+        if not every or step % every:
+            return False
+        return time.monotonic() - self._plotted_at >= self.cfg.plot_min_interval_s
 
     def plot(self) -> Path | None:
         """Reward curve and companions, one panel per metric present."""
+        self._plotted_at = time.monotonic()
         panels = [(k, title) for k, title in PLOT_PANELS if any(k in r for r in self.history)]
         if not panels:
             return None

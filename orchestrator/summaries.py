@@ -5,6 +5,7 @@ was trained (TrainedRecord: which versions produced each trained trajectory)."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import Counter
@@ -108,17 +109,32 @@ def _speculation(prefix: str, stats: EngineStats) -> dict[str, float]:
     }
 
 
+MEMORY_EVERY_S = 10.0
+"""How often the run's PSS is read: every process's smaps_rollup costs the driver
+~0.1 s on a run's tree (vLLM maps a lot), too much for every sub-second step; a
+step in between reports the latest reading."""
+
+
 class StepClock:
     """Step time, rollout throughput over the step, elapsed time, memory, and where the
     step's CPU time went: `perf/cpu_s/<role>` (driver, learner, rollout, env, ray;
     orchestrator.resources) and `perf/cpu_busy`, the share of this machine's usable
-    cores they kept busy."""
+    cores they kept busy. Memory (PSS) is read every MEMORY_EVERY_S."""
 
     def __init__(self) -> None:
         self.started = self.last = time.perf_counter()
         self.last_tokens = 0
         self.last_cpu = tree_cpu_s()
         self.cores = len(os.sched_getaffinity(0))
+        self.memory_gib = 0.0
+        self.memory_at = -math.inf
+
+    def memory(self, now: float) -> float:
+        """The run's PSS, read again once MEMORY_EVERY_S have passed since the last
+        reading (else that reading)."""
+        if now - self.memory_at >= MEMORY_EVERY_S:
+            self.memory_gib, self.memory_at = tree_memory_gib(), now
+        return self.memory_gib
 
     def tick(self, generated_tokens: int) -> dict[str, float]:
         now = time.perf_counter()
@@ -127,7 +143,7 @@ class StepClock:
             "perf/rollout_tokens_per_s": (generated_tokens - self.last_tokens) / step_s,
             "perf/step_s": step_s,
             "perf/elapsed_s": now - self.started,
-            "perf/memory_gib": tree_memory_gib(),
+            "perf/memory_gib": self.memory(now),
         }
         cpu = tree_cpu_s()
         spent = {role: max(0.0, cpu[role] - self.last_cpu.get(role, 0.0)) for role in cpu}

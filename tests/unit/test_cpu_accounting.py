@@ -66,3 +66,17 @@ def test_an_untitled_child_is_rays_and_the_step_clock_reports_each_role():
     assert metrics["perf/cpu_s/ray"] >= BUSY_S * 0.9
     assert metrics["perf/cpu_s/rollout"] < BUSY_S / 2
     assert 0.0 < metrics["perf/cpu_busy"] <= 1.0
+
+
+def test_the_step_clock_reads_memory_at_most_every_memory_every_s(monkeypatch):
+    from orchestrator import summaries
+
+    readings = []
+    monkeypatch.setattr(summaries, "tree_memory_gib", lambda: readings.append(1) or 1.5)
+    clock = StepClock()
+    first = clock.tick(generated_tokens=0)
+    second = clock.tick(generated_tokens=0)
+    assert len(readings) == 1 and first["perf/memory_gib"] == second["perf/memory_gib"] == 1.5
+    clock.memory_at -= summaries.MEMORY_EVERY_S  # as if that long had passed
+    clock.tick(generated_tokens=0)
+    assert len(readings) == 2
