@@ -42,6 +42,17 @@ def bind_threads(cores: Iterable[int], allowed: set[int]) -> set[int]:
     return usable
 
 
+def thread_cores() -> set[int]:
+    """The cores any thread of this process may run on now (the union of their masks)."""
+    cores: set[int] = set()
+    for tid in _threads():
+        try:
+            cores |= os.sched_getaffinity(tid)
+        except OSError:  # the thread ended meanwhile
+            continue
+    return cores
+
+
 def _threads() -> list[int]:
     return [int(tid) for tid in os.listdir("/proc/self/task")]
 

@@ -83,13 +83,9 @@ class LearnerWorker:
     def thread_cores(self) -> tuple[int, ...]:
         """The cores any thread of this process may run on now (its pin, or its pin
         and the borrowed cores while a step borrows them)."""
-        cores: set[int] = set()
-        for tid in os.listdir("/proc/self/task"):
-            try:
-                cores |= os.sched_getaffinity(int(tid))
-            except OSError:  # the thread ended meanwhile
-                continue
-        return tuple(sorted(cores))
+        from learner.cores import thread_cores
+
+        return tuple(sorted(thread_cores()))
 
     def sees(self, directory: str) -> bool:
         """Whether `directory` exists from this rank's node (shared checkpoint storage)."""
