@@ -2,31 +2,47 @@
 same start policy, the same task and matched hyper-parameters, side by side in one
 run on this machine (not a test).
 
-    python -m bench.peer [--case tiny|larger] [--steps 60] [--modes sync,async,async_unborrowed]
+    python -m bench.peer [--case tiny|larger|agentic] [--steps N] [--modes sync,async,...]
                          [--json PATH]
 
-The task is asyncrl's calculator env cut to one turn and to sums of two numbers up to
-9 (`env.kwargs.max_turns=1`, `max_operands=2`, `max_value=9`, `operators=+`): a
-question, one reply, scored by the env's own reward (a correct `<answer>` 1.0, the
-format 0.1; a tool call ends the episode unanswered). TRL gets the env's opening
-prompts rendered by the policy's chat template (bench.peer_tasks) and a reward
-function that replays each completion through the same env; asyncrl runs the env
-itself. Both: 16 prompts x 8 samples per step, at most `max_new_tokens` new tokens,
-temperature 1, lr 1e-4 constant, no KL, grad-norm clip 1.0, token-mean loss (TRL's
-default `dapo` loss type), one update per batch. Training prompts are drawn from the
-same task distribution (not the same seeds: asyncrl's producer draws its own).
+One-turn cases (`tiny`, `larger`): asyncrl's calculator env cut to one turn and to sums
+of two numbers up to 9 (`env.kwargs.max_turns=1`, `max_operands=2`, `max_value=9`,
+`operators=+`): a question, one reply, scored by the env's own reward (a correct
+`<answer>` 1.0, the format 0.1; a tool call ends the episode unanswered). TRL gets the
+env's opening prompts rendered by the policy's chat template (bench.peer_tasks) and a
+reward function that replays each completion through the same env; asyncrl runs the
+env itself. `tiny`: the default tiny policy (3.3M parameters, warmed up on calculator
+demos) with at most 20 new tokens, TRL's best case; `larger`: a ~25M-parameter Qwen3
+built from config with random weights (its reward says nothing; its speed does) and
+up to 256 new tokens.
 
-Cases: `tiny`, the default tiny policy (3.3M parameters, warmed up on calculator
-demos) with at most 20 new tokens, TRL's best case; `larger`, a ~25M-parameter
-Qwen3 built from config with random weights (its reward says nothing; its speed
-does) and up to 256 new tokens.
+Agentic case (`agentic`): the default workload's calculator task (2-3 operands up to
+99, +-*, up to 3 turns), its tool answering in 0.5 s, the tiny policy. TRL runs it
+through `GRPOTrainer(tools=[calculator])`, its multi-turn tool loop (trl/trainer/
+grpo_trainer.py:1965-2060 in TRL 1.16: generate, parse each completion's tool calls
+with the tokenizer's response schema, call the tools sample by sample, append the
+results, generate again for the samples that called one), with: the opening messages
+as prompts (TRL renders them with the tools; bench.peer_trl checks the render is
+byte-identical to asyncrl's), TRL's Qwen3 response schema (our chat template writes
+tool calls as Qwen3's does; TRL does not recognise the template by itself), the
+env's calculator as an async tool with the same latency, `max_tool_calling_iterations`
+= max_turns - 1, and a reward that replays the assistant turns through the env.
+Differences that stay: TRL's token budget covers the whole completion
+(`max_completion_length` = turns x per-turn tokens + TOOL_RESULT_TOKENS per tool
+turn) where asyncrl's is per turn; TRL ends an episode on a malformed tool call where
+the env answers it with an error and goes on.
+
+Both: 16 prompts x 8 samples per step, temperature 1, lr 1e-4 constant, no KL,
+grad-norm clip 1.0, token-mean loss (TRL's default `dapo` loss type), one update per
+batch. Training prompts are drawn from the same task distribution (not the same
+seeds: asyncrl's producer draws its own).
 
 TRL runs in its own process (bench.peer_trl, the `peer` extra); asyncrl runs as a
 user runs it (`python -m rollout.launch ...`), once per mode. Reported per side:
 trained samples/s over the training loop, seconds per step, start-up, shut-down and
 process wall time, the reward at equal loop time (the shortest loop of the sides),
-and greedy accuracy on held-out tasks after training (and of the start policy);
-ratios against TRL.
+and greedy accuracy on held-out tasks after training (and of the start policy; every
+episode run to its end by the env); ratios against TRL.
 """
 
 from __future__ import annotations
@@ -51,10 +67,24 @@ HELD_OUT = 128
 HELD_OUT_SEED = 10_000_000
 REWARD_WINDOW = 5
 """Steps averaged for the reward at a point in time (a single step's 128 samples are noisy)."""
-ENV = {
+ONE_TURN = {
     "id": "asyncrl/Calculator-v0",
     "kwargs": {"max_turns": 1, "max_operands": 2, "max_value": 9, "operators": "+"},
 }
+AGENTIC = {
+    "id": "asyncrl/Calculator-v0",
+    "kwargs": {
+        "max_turns": 3,
+        "min_operands": 2,
+        "max_operands": 3,
+        "max_value": 99,
+        "operators": "+-*",
+        "tool_latency_s": 0.5,
+    },
+}
+TOOL_RESULT_TOKENS = 32
+"""What TRL's whole-completion budget allows per tool result it appends (a calculator
+result in the tiny policy's template is ~15 tokens)."""
 LARGER = TinyModelConfig(
     hidden_size=512, intermediate_size=1536, num_layers=8, num_heads=8, num_kv_heads=4, head_dim=64
 )
@@ -64,10 +94,27 @@ LARGER = TinyModelConfig(
 class Case:
     name: str
     max_new_tokens: int
+    """Per turn (asyncrl's rollout.max_tokens_per_turn)."""
     steps: int
+    env: dict[str, Any] = dataclasses.field(default_factory=lambda: ONE_TURN)
+    modes: tuple[str, ...] = ("sync", "async", "async_unborrowed")
+    """asyncrl's sides when --modes is not given."""
+
+    @property
+    def max_turns(self) -> int:
+        return int(self.env["kwargs"].get("max_turns", 1))
+
+    @property
+    def completion_tokens(self) -> int:
+        """TRL's budget for a whole completion: every turn, and the tool results between."""
+        return self.max_turns * self.max_new_tokens + (self.max_turns - 1) * TOOL_RESULT_TOKENS
 
 
-CASES = {"tiny": Case("tiny", 20, 60), "larger": Case("larger", 256, 4)}
+CASES = {
+    "tiny": Case("tiny", 20, 60),
+    "larger": Case("larger", 256, 4),
+    "agentic": Case("agentic", 48, 10, AGENTIC, ("sync", "async")),
+}
 RUN_BOUND_S = 3600
 MODES = {
     "sync": ("trainer.mode=sync",),
@@ -83,23 +130,24 @@ def main() -> None:
     environment(vllm=True)
     case = dataclasses.replace(CASES[args.case], steps=args.steps or CASES[args.case].steps)
     start = _policy(case)
+    modes = args.modes.split(",") if args.modes else list(case.modes)
+    if unknown := set(modes) - set(MODES):
+        known = ", ".join(MODES)
+        raise SystemExit(f"--modes: unknown {', '.join(sorted(unknown))}; known: {known}")
     hyper = {
         "prompts_per_step": PROMPTS_PER_STEP,
         "group_size": GROUP_SIZE,
         "max_new_tokens": case.max_new_tokens,
+        "max_completion_tokens": case.completion_tokens,
         "lr": 1e-4,
         "steps": case.steps,
         "seed": 0,
     }
     with tempfile.TemporaryDirectory(prefix="asyncrl-peer-") as tmp:
         work = Path(tmp)
-        sides = {"trl": _run_trl(start, hyper, work)}
-        modes = args.modes.split(",")
-        if unknown := set(modes) - set(MODES):
-            known = ", ".join(MODES)
-            raise SystemExit(f"--modes: unknown {', '.join(sorted(unknown))}; known: {known}")
+        sides = {"trl": _run_trl(start, hyper, case, work)}
         for mode in modes:
-            sides[f"asyncrl_{mode}"] = _run_asyncrl(start, hyper, mode, work)
+            sides[f"asyncrl_{mode}"] = _run_asyncrl(start, hyper, case, mode, work)
         held_out = _held_out(start, {k: v["final_model"] for k, v in sides.items()}, case)
     report = _report(case, sides, held_out)
     _print(report)
@@ -107,24 +155,27 @@ def main() -> None:
 
 
 def _policy(case: Case) -> str:
-    if case.name == "tiny":
+    if case.name != "larger":
         return policy()
     from bench.weight_sync import ensure_model
 
     return ensure_model("peer-larger", LARGER)
 
 
-def _run_trl(start: str, hyper: dict[str, Any], work: Path) -> dict[str, Any]:
-    from bench.peer_tasks import prompts
+def _run_trl(start: str, hyper: dict[str, Any], case: Case, work: Path) -> dict[str, Any]:
+    from bench.peer_tasks import opening, prompts
 
     seeds = list(range(hyper["steps"] * hyper["prompts_per_step"]))
     spec = {
         "policy": start,
-        "env": ENV,
-        "prompts": prompts(start, ENV, seeds),
+        "env": case.env,
+        "prompts": prompts(start, case.env, seeds),
         "seeds": seeds,
         "hyper": hyper,
     }
+    if case.max_turns > 1:  # TRL's tool loop takes messages and renders them itself
+        spec["messages"] = [opening(case.env, seed) for seed in seeds]
+        spec["max_turns"] = case.max_turns
     (work / "trl").mkdir()
     (work / "trl" / "spec.json").write_text(json.dumps(spec))
     out = work / "trl" / "out.json"
@@ -133,12 +184,14 @@ def _run_trl(start: str, hyper: dict[str, Any], work: Path) -> dict[str, Any]:
     return json.loads(out.read_text()) | {"process_s": wall}
 
 
-def _run_asyncrl(start: str, hyper: dict[str, Any], mode: str, work: Path) -> dict[str, Any]:
+def _run_asyncrl(
+    start: str, hyper: dict[str, Any], case: Case, mode: str, work: Path
+) -> dict[str, Any]:
     run_dir = work / f"asyncrl-{mode}"
     overrides = [
         f"model.path={start}",
-        f"env.id={ENV['id']}",
-        *[f"env.kwargs.{key}={value}" for key, value in ENV["kwargs"].items()],
+        f"env.id={case.env['id']}",
+        *[f"env.kwargs.{key}={value}" for key, value in case.env["kwargs"].items()],
         f"env.group_size={hyper['group_size']}",
         f"buffer.groups_per_batch={hyper['prompts_per_step']}",
         f"rollout.max_tokens_per_turn={hyper['max_new_tokens']}",
@@ -211,28 +264,14 @@ def _timed(command: list[str], what: str) -> float:
 
 def _held_out(start: str, finals: dict[str, str], case: Case) -> dict[str, float]:
     """Greedy accuracy on HELD_OUT unseen tasks, per trained policy and the start one."""
-    from bench.peer_tasks import correct, prompts
+    from bench.peer_tasks import solved
 
     seeds = [HELD_OUT_SEED + i for i in range(HELD_OUT)]
     accuracy = {}
     for name, path in {"start": start, **finals}.items():
-        replies = _greedy(path, prompts(path, ENV, seeds), case.max_new_tokens)
-        right = [correct(ENV, s, r) for s, r in zip(seeds, replies, strict=True)]
+        right = solved(path, case.env, seeds, case.max_new_tokens)
         accuracy[name] = sum(right) / len(right)
     return accuracy
-
-
-def _greedy(path: str, texts: list[str], max_new_tokens: int) -> list[str]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    with torch.no_grad():
-        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
-    new = out[:, batch["input_ids"].shape[1] :]
-    return tokenizer.batch_decode(new, skip_special_tokens=True)
 
 
 def _report(case: Case, sides: dict[str, dict], held_out: dict[str, float]) -> dict[str, Any]:
@@ -275,13 +314,26 @@ def _reward_at(steps: list[dict[str, float]], when: float) -> float | None:
     return sum(window) / len(window) if window else None
 
 
+def describe(case: dict[str, Any]) -> str:
+    """One line on a case as its report records it (older reports have no env)."""
+    kwargs = case.get("env", {}).get("kwargs", {})
+    line = f"{case['name']} case: {case['steps']} steps x {PROMPTS_PER_STEP * GROUP_SIZE} samples"
+    turns = kwargs.get("max_turns", 1)
+    if turns == 1:
+        return f"{line}, at most {case['max_new_tokens']} new tokens"
+    latency = kwargs.get("tool_latency_s", 0.0)
+    return (
+        f"{line}, up to {turns} turns of at most {case['max_new_tokens']} new tokens, "
+        f"tool latency {latency:g} s"
+    )
+
+
 def _print(report: dict[str, Any]) -> None:
     case = report["case"]
     print(
-        f"\npeer benchmark, {case['name']} case: {case['steps']} steps x "
-        f"{PROMPTS_PER_STEP * GROUP_SIZE} samples, <= {case['max_new_tokens']} new tokens; "
-        f"reward at equal loop time {report['equal_loop_time_s']:.0f}s; held-out greedy "
-        f"accuracy of the start policy {report['held_out_start_accuracy']:.2f}"
+        f"\npeer benchmark, {describe(case)}; reward at equal loop time "
+        f"{report['equal_loop_time_s']:.0f}s; held-out greedy accuracy of the start policy "
+        f"{report['held_out_start_accuracy']:.2f}"
     )
     print(
         f"  {'side':<15} {'samples/s':>9} {'s/step':>7} {'start s':>8} {'shut s':>7} "
@@ -309,7 +361,9 @@ def _parse() -> argparse.Namespace:
     args.add_argument("--case", choices=sorted(CASES), default="tiny")
     args.add_argument("--steps", type=int, default=0, help="steps per side (default: the case's)")
     args.add_argument(
-        "--modes", default=",".join(MODES), help=f"asyncrl sides to run, of {', '.join(MODES)}"
+        "--modes",
+        default="",
+        help=f"asyncrl sides to run, of {', '.join(MODES)} (default: the case's)",
     )
     return args.parse_args()
 

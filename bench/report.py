@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import charts
+from bench import charts, peer
 from bench.record import ROOT, environment, read_json
 
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -292,8 +292,7 @@ def _peer(r: dict[str, Any]) -> Rendered:
         label = f"asyncrl_async / asyncrl_sync samples/s, {case['name']} case"
         goals.append(Goal(label, speed, ">=", 1.0))
     intro = (
-        f"{case['name']} case: {case['steps']} steps x 128 samples, at most "
-        f"{case['max_new_tokens']} new tokens; reward at equal loop time "
+        f"{peer.describe(case)}; reward at equal loop time "
         f"{_num(r['equal_loop_time_s'], 0)} s; held-out greedy accuracy of the start policy "
         f"{_num(r['held_out_start_accuracy'], 2)}."
     )
@@ -542,6 +541,17 @@ SECTIONS = {
         "Peer: TRL's GRPOTrainer, larger case",
         "The same comparison with a ~30M-parameter Qwen3 built from config (random "
         "weights: its reward says nothing, its speed does) and up to 256 new tokens.",
+        _peer,
+        None,
+        module="peer",
+    ),
+    "peer_agentic": Section(
+        "Peer: TRL's GRPOTrainer, agentic case",
+        "The default workload's multi-turn calculator task with a 0.5 s tool, TRL running "
+        "it through its own tool loop (`GRPOTrainer(tools=[calculator])`, tools called one "
+        "sample at a time), asyncrl through its agent loop and env pools; the tiny policy "
+        "(it answers greedily without the tool, so held-out greedy accuracy stays low: "
+        "the reward, sampled, is the measure here). bench/peer.py lists what differs.",
         _peer,
         None,
         module="peer",

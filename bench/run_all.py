@@ -74,6 +74,9 @@ BENCHES = (
     Bench("peer", ("--case", "tiny"), 1800, 560),
     # the same at ~30M parameters and up to 256 new tokens, 4 steps a side
     Bench("peer_larger", ("--case", "larger"), 4200, 2400, module="peer"),
+    # the default calculator task multi-turn, its tool answering in 0.5 s: TRL's own tool
+    # loop (GRPOTrainer(tools=...)) vs asyncrl sync and async, 10 steps a side
+    Bench("peer_agentic", ("--case", "agentic"), 1800, 600, module="peer"),
     # a 10-step default run (`make run`, shortened), process tree sampled every 0.5 s
     Bench("memory", ("--steps", "10"), 900, 120),
 )

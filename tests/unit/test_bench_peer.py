@@ -1,13 +1,16 @@
-"""bench.peer's pure parts: the task's scoring is the env's own reward for one reply,
-and the report's reward at equal loop time and ratios (no TRL, no run)."""
+"""bench.peer's pure parts: the task's scoring is the env's own reward for the replies
+replayed through it, TRL's tool loop sees the task as asyncrl does (its render of the
+prompt, its parse of a tool call), and the report's reward at equal loop time and
+ratios (no TRL training, no run)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.peer import CASES, _report, _reward_at, accounting
-from bench.peer_tasks import correct, score
+from bench.peer import AGENTIC, CASES, _report, _reward_at, accounting
+from bench.peer_tasks import assistant_turns, correct, opening, replay, score
 from envs import make_env
+from envs.base import dumps_call
 
 ENV = {"id": "asyncrl/Calculator-v0", "kwargs": {"max_turns": 1}}
 
@@ -27,6 +30,64 @@ def test_a_wrong_answer_or_a_tool_call_is_not_correct():
     assert not correct(ENV, 3, "<answer>-1</answer>")
     call = '<tool_call>{"name": "calculator", "arguments": {"expression": "1+1"}}</tool_call>'
     assert not correct(ENV, 3, call) and score(ENV, 3, call) < 1.0
+
+
+def _expression(seed: int) -> str:
+    _, info = make_env(AGENTIC["id"], AGENTIC["kwargs"]).reset(seed=seed)
+    return info["task"]["expression"]
+
+
+def test_a_multi_turn_episode_is_replayed_turn_by_turn_without_the_tools_latency():
+    call = dumps_call("calculator", {"expression": _expression(5)})
+    answer = f"<answer>{_answer_of(AGENTIC, 5)}</answer>"
+    assert replay(AGENTIC, 5, [call, answer]) == (pytest.approx(1.1), True)
+    assert replay(AGENTIC, 5, [call]) == (0.0, False)  # left calling the tool: unanswered
+    assert replay(AGENTIC, 5, [answer, "ignored"])[1]  # the episode ended at the answer
+
+
+def _answer_of(env: dict, seed: int) -> str:
+    _, info = make_env(env["id"], env["kwargs"]).reset(seed=seed)
+    return info["task"]["answer"]
+
+
+def test_trl_renders_the_agentic_prompt_as_asyncrl_does(tiny_tokenizer, codec):
+    from bench.peer_trl import check_render, trl_calculator
+
+    messages = opening(AGENTIC, 7)
+    prompt = codec.render(messages, add_generation_prompt=True)
+    check_render(tiny_tokenizer, messages, [trl_calculator(0.0)], prompt)
+
+    async def calculator(expression: str) -> str:  # a return type enters TRL's schema
+        """Evaluate an arithmetic expression.
+
+        Args:
+            expression: e.g. 37 * 12 + 5
+        """
+        return expression
+
+    with pytest.raises(SystemExit, match="differently"):
+        check_render(tiny_tokenizer, messages, [calculator], prompt)
+
+
+def test_a_tool_call_trl_parses_replays_as_the_text_the_policy_wrote(tiny_tokenizer, codec):
+    from trl.chat_template_utils import parse_response, qwen3_template
+
+    from bench.peer_trl import trl_calculator
+
+    before = getattr(tiny_tokenizer, "response_template", None)
+    tiny_tokenizer.response_template = qwen3_template
+    try:
+        messages = opening(AGENTIC, 9)
+        prefix = tiny_tokenizer.encode(codec.render(messages, add_generation_prompt=True))
+        written = dumps_call("calculator", {"expression": _expression(9)})
+        ids = tiny_tokenizer.encode(written + tiny_tokenizer.eos_token)
+        parsed = parse_response(tiny_tokenizer, ids, prefix=prefix, tools=[trl_calculator(0.0)])
+    finally:
+        tiny_tokenizer.response_template = before
+    assert parsed["tool_calls"], parsed  # TRL saw the call (and would run the tool)
+    answer = f"<answer>{_answer_of(AGENTIC, 9)}</answer>"
+    assert assistant_turns([parsed]) == [written]
+    assert replay(AGENTIC, 9, [*assistant_turns([parsed]), answer])[1]
 
 
 def test_reward_at_a_time_averages_the_last_steps_done_by_then():

@@ -135,6 +135,29 @@ RESULTS = {
         },
         "ratios": {},
     },
+    "peer_agentic": {
+        "case": {
+            "name": "agentic",
+            "max_new_tokens": 48,
+            "steps": 10,
+            "env": {"id": "calc", "kwargs": {"max_turns": 3, "tool_latency_s": 0.5}},
+        },
+        "equal_loop_time_s": 30.0,
+        "held_out_start_accuracy": 0.0,
+        "sides": {
+            name: {
+                "samples_per_s": rate,
+                "step_s": 128 / rate,
+                "startup_s": 9.0,
+                "shutdown_s": 0.0,
+                "process_s": 100.0,
+                "reward_at_equal_time": 0.5,
+                "held_out_accuracy": 0.0,
+            }
+            for name, rate in (("trl", 4.0), ("asyncrl_sync", 30.0), ("asyncrl_async", 36.0))
+        },
+        "ratios": {},
+    },
     "envs": {
         "pools": 2,
         "scales": [_scale(1000, 500.0), _scale(4000, 1000.0), _scale(10000, 1500.0)],
@@ -285,8 +308,9 @@ def test_envs_and_learner_relative(report):
 def test_goals_summary_and_commands(report):
     _, text, _ = report
     summary = text.split("## Goals", 1)[1].split("\n## ", 1)[0]
-    # peer: 2 of 3; peer_larger: sync 2x TRL met, async 1.6x TRL and 0.8x sync not
-    assert summary.count("goal met") == 8 and summary.count("not met") == 6
+    # peer: 2 of 3; peer_larger: sync 2x TRL met, async 1.6x TRL and 0.8x sync not;
+    # peer_agentic: all three
+    assert summary.count("goal met") == 11 and summary.count("not met") == 6
     assert "python -m bench.rollout --x 1" in text
     assert "![envs](plots/envs.png)" in text
 
@@ -332,12 +356,21 @@ def test_larger_peer_case_judges_async_against_sync_and_names_its_module(report)
     assert "| CPU s: learner | n/a | n/a |" in section
 
 
+def test_agentic_peer_case_says_its_turns_and_tool_latency(report):
+    _, text, _ = report
+    section = text.split("## Peer: TRL's GRPOTrainer, agentic case", 1)[1].split("\n## ", 1)[0]
+    assert "up to 3 turns of at most 48 new tokens, tool latency 0.5 s" in section
+    assert "| asyncrl_async / asyncrl_sync samples/s, agentic case | 1.20x | >= 1x |" in section
+    assert "python -m bench.peer " in section
+
+
 def test_plots_written(report):
     _, _, plots = report
     for name in RESULTS:
-        if name not in ("memory", "cross_node_sync", "peer", "peer_larger"):  # tables only
-            png = plots / f"{name}.png"
-            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        if name in ("memory", "cross_node_sync") or name.startswith("peer"):  # tables only
+            continue
+        png = plots / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
 
 def test_missing_or_incomplete_records_fail(tmp_path):
@@ -355,6 +388,7 @@ def test_missing_or_incomplete_records_fail(tmp_path):
         "async_vs_sync",
         "peer",
         "peer_larger",
+        "peer_agentic",
     ]
     text = out.read_text()
     assert "incomplete (KeyError" in text
