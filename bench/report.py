@@ -549,9 +549,9 @@ SECTIONS = {
         "Peer: TRL's GRPOTrainer, agentic case",
         "The default workload's multi-turn calculator task with a 0.5 s tool, TRL running "
         "it through its own tool loop (`GRPOTrainer(tools=[calculator])`, tools called one "
-        "sample at a time), asyncrl through its agent loop and env pools; the tiny policy "
-        "(it answers greedily without the tool, so held-out greedy accuracy stays low: "
-        "the reward, sampled, is the measure here). bench/peer.py lists what differs.",
+        "sample at a time), asyncrl through its agent loop and env pools; the tiny policy, "
+        "whose greedy answers skip the tool at the start. Held-out accuracy runs every "
+        "episode to its end, tool calls answered. bench/peer.py lists what differs.",
         _peer,
         None,
         module="peer",
