@@ -2,11 +2,14 @@
 run (not a test).
 
     python -m bench.async_vs_sync [--steps 30] [--tool-latency 0.5] [--slow-rate 0.1]
-        [--slow-latency 4] [--wide-staleness 4] [--json PATH] [override ...]
+        [--slow-latency 4] [--wide-staleness 4] [--workers 1] [--json PATH] [override ...]
 
 Every run uses the default agentic experiment with the same steps, seed and
-machine, two rollout workers, and a calculator that answers like a shared
-remote tool (`--tool-latency` seconds per call, and `--slow-rate` of the calls
+machine, `--workers` rollout workers (one by default: on CPU its engine is bound to
+core 0 and the learner to core 1, rollout and learner on disjoint cores, this
+machine's stand-in for separate devices; in sync mode the learner takes both cores,
+and in async it borrows the engine's core while that idles), and a calculator that
+answers like a shared remote tool (`--tool-latency` seconds per call, and `--slow-rate` of the calls
 take `--slow-latency` seconds: the stragglers an agentic batch waits for).
 Runs: `trainer.mode=sync` (generate a batch, train, publish, repeat: staleness
 0), then `mode=async` as configured (`buffer.max_staleness=1`), then async with
@@ -29,6 +32,10 @@ from bench.record import write_json
 from core.config import Config
 from orchestrator.assembly import RunState
 
+SPEEDUP_GOAL = 3
+"""Issue 18: on this long-tail workload, rollout and learner on disjoint cores, async
+trains the same steps >= 3x faster than sync."""
+
 
 def main() -> None:
     args = _parse()
@@ -48,7 +55,7 @@ def main() -> None:
         )
     speedups = {name: _wall(sync) / _wall(state) for name, state in results.items()}
     for name in results.keys() - {"sync"}:
-        print(f"  {name} speed-up: {speedups[name]:.2f}x  (goal >= 4x)")
+        print(f"  {name} speed-up: {speedups[name]:.2f}x  (goal >= {SPEEDUP_GOAL}x)")
     equal = min(_wall(state) for state in results.values())
     at_equal = {name: reward_at(state.history, equal) for name, state in results.items()}
     print(
@@ -67,6 +74,7 @@ def main() -> None:
             "tool_slow_rate": args.slow_rate,
             "tool_slow_latency_s": args.slow_latency,
             "wide_staleness": args.wide_staleness,
+            "workers": args.workers,
             "max_staleness_by_run": {n: cfg.buffer.max_staleness for n, cfg in configs.items()},
             "overrides": args.overrides,
             "speedups": {name: speedups[name] for name in served},
@@ -143,7 +151,7 @@ def _config_of(mode: str, extra: list[str], args: argparse.Namespace) -> Config:
             f"trainer.mode={mode}",
             f"trainer.total_steps={args.steps}",
             "trainer.checkpoint_every=0",
-            "rollout.num_workers=2",
+            f"rollout.num_workers={args.workers}",
             f"+env.kwargs.tool_latency_s={args.tool_latency}",
             f"+env.kwargs.tool_slow_rate={args.slow_rate}",
             f"+env.kwargs.tool_slow_latency_s={args.slow_latency}",
@@ -178,6 +186,9 @@ def _parse() -> argparse.Namespace:
         type=int,
         default=4,
         help="also run async with buffer.max_staleness=N (0: skip)",
+    )
+    args.add_argument(
+        "--workers", type=int, default=1, help="rollout workers (1: disjoint cores on CPU)"
     )
     args.add_argument("overrides", nargs="*", help="more config overrides for both runs")
     return args.parse_args()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import charts, peer
+from bench import async_vs_sync, charts, peer
 from bench.record import ROOT, environment, read_json
 
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -419,8 +419,11 @@ def _async_vs_sync(r: dict[str, Any]) -> Rendered:
         + (", ".join(f"{k} behind: {v}" for k, v in sorted(counts.items())) or "n/a")
         for name, counts in served_by_run.items()
     ]
+    workers = r.get("workers", 2)  # records before --workers ran two
     lines = [
-        f"{r['steps']} steps each, tool latency {r['tool_latency_s']}s" + _slow_calls(r) + ".",
+        f"{r['steps']} steps each, tool latency {r['tool_latency_s']}s"
+        + _slow_calls(r)
+        + f", {workers} rollout worker{'s' if workers > 1 else ''}.",
         "",
         *_table(["", *(_run_label(name, r) for name in names)], rows),
         "",
@@ -431,7 +434,7 @@ def _async_vs_sync(r: dict[str, Any]) -> Rendered:
             f"speed-up over sync, {_run_label(name, r)}",
             _ratio(r["sync"]["wall_s"], r[name]["wall_s"]),
             ">=",
-            4,
+            async_vs_sync.SPEEDUP_GOAL,
         )
         for name in names
         if name != "sync"

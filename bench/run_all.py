@@ -61,7 +61,8 @@ BENCHES = (
     Bench("learner", ("--steps", "4"), 900, 240),
     # agent loop vs raw vLLM (32 episodes), ngram speculation on/off, router vs round robin
     Bench("rollout", ("--episodes", "32"), 1200, 360),
-    # the default workload, 30 steps in sync mode then in async mode; the calculator
+    # the default workload, one rollout worker (rollout and learner on disjoint cores),
+    # 30 steps in sync mode then in async mode; the calculator
     # answers in 0.5 s, 10% of its calls in 4 s (stragglers)
     Bench(
         "async_vs_sync",
