@@ -173,10 +173,12 @@ class Run:
 
     def _observation(self, learner_wait_s: float, workers: dict[str, EngineStats]) -> Observation:
         depth = [w.in_flight for w in workers.values()]
+        counts = self.buffer.counts
         return Observation(
             learner_wait_s=learner_wait_s,
             buffered_groups=len(self.buffer),
-            stale_drops_total=self.buffer.counts.dropped_stale,
+            expired_total=counts.dropped_stale - counts.arrived_stale,
+            late_total=counts.arrived_stale,
             queue_depth=sum(depth) / len(depth) if depth else 0.0,
         )
 

@@ -1,4 +1,5 @@
-"""ReplayBuffer: complete groups, served oldest first within the staleness bound.
+"""ReplayBuffer: complete groups, served oldest first within the staleness bound,
+except that groups the next version would make too stale go first.
 
 A group is admitted only if its oldest generated token is at most
 `max_staleness` versions behind the learner, and checked again when served
@@ -29,6 +30,10 @@ class BufferCounts:
     admitted: int = 0
     served: int = 0
     dropped_stale: int = 0
+    arrived_stale: int = 0
+    """Of dropped_stale, the groups that arrived too stale or at the bound (the slow
+    tail: their own generation took the versions), rather than going stale waiting
+    in line behind other groups."""
     evicted: int = 0
     filtered: int = 0
     retired: int = 0
@@ -58,6 +63,8 @@ class ReplayBuffer:
         self._on_leave = on_leave or (lambda group, reason: None)
         self._groups: deque[Group] = deque()
         self._times_served: dict[str, int] = {}
+        self._arrived_at_bound: set[str] = set()
+        """Groups admitted at the staleness bound: trainable only at this version."""
         self.counts = BufferCounts()
 
     @classmethod
@@ -79,8 +86,11 @@ class ReplayBuffer:
     def add(self, group: Group) -> bool:
         """Admit a complete group; False if it is too stale or filtered."""
         if self._too_stale(group):
+            self.counts.arrived_stale += 1
             self._leave(group, "dropped_stale")
             return False
+        if group.staleness(self._version()) >= self.max_staleness:
+            self._arrived_at_bound.add(group.group_id)
         if self.drop_zero_variance and len(set(group.rewards)) <= 1:
             self._leave(group, "filtered")
             return False
@@ -91,14 +101,17 @@ class ReplayBuffer:
         return True
 
     def take(self, num_groups: int) -> list[Group] | None:
-        """The `num_groups` oldest fresh-enough groups, or None if there are fewer.
-        A group served fewer than `replay_ratio` times goes back in line."""
+        """The `num_groups` oldest fresh-enough groups, those at the staleness bound
+        first, or None if there are fewer. A group served fewer than `replay_ratio`
+        times goes back in line."""
         self._drop_stale()
         if len(self._groups) < num_groups:
             return None
-        served = [self._groups.popleft() for _ in range(num_groups)]
         version = self._version()
+        self._groups = self._expiring_first(version)
+        served = [self._groups.popleft() for _ in range(num_groups)]
         for group in served:
+            self._arrived_at_bound.discard(group.group_id)
             self.counts.served_staleness[group.staleness(version)] += 1
             times = self._times_served.get(group.group_id, 0) + 1
             if times < self.replay_ratio:
@@ -117,6 +130,7 @@ class ReplayBuffer:
             "buffer/admitted": float(counts.admitted),
             "buffer/served": float(counts.served),
             "buffer/dropped_stale": float(counts.dropped_stale),
+            "buffer/arrived_stale": float(counts.arrived_stale),
             "buffer/evicted": float(counts.evicted),
             "buffer/filtered": float(counts.filtered),
             "buffer/retired": float(counts.retired),
@@ -138,6 +152,18 @@ class ReplayBuffer:
         self._times_served = dict(state.get("times_served", {}))
         self.counts = state["counts"]
 
+    def _expiring_first(self, version: int) -> deque[Group]:
+        """The line with the groups at the staleness bound moved to its front (in
+        line order): served now they train; left for the next step they would be
+        dropped. A straggler arrives near the bound behind fresher groups, and
+        first-come order would let it expire while they are served."""
+        expiring = [g for g in self._groups if g.staleness(version) >= self.max_staleness]
+        if not expiring:
+            return self._groups
+        return deque(
+            expiring + [g for g in self._groups if g.staleness(version) < self.max_staleness]
+        )
+
     def _drop_stale(self) -> None:
         fresh: deque[Group] = deque()
         for group in self._groups:
@@ -149,6 +175,9 @@ class ReplayBuffer:
 
     def _leave(self, group: Group, reason: str) -> None:
         """A group leaves the buffer for good; one that was served is `retired`."""
+        if group.group_id in self._arrived_at_bound:
+            self._arrived_at_bound.discard(group.group_id)
+            self.counts.arrived_stale += reason == "dropped_stale"
         if self._times_served.pop(group.group_id, 0) and reason != "filtered":
             reason = "retired"
         setattr(self.counts, reason, getattr(self.counts, reason) + 1)

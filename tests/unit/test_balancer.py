@@ -1,5 +1,7 @@
 """The balancer's AIMD: a starved learner grows the in-flight limit, rollouts that
-run ahead (stale drops, an overfull buffer) shrink it, always within bounds."""
+run ahead (groups gone stale in line, an overfull buffer) shrink it, the slow tail
+(groups that arrive at or past the staleness bound) only stops the growth, always
+within bounds."""
 
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ def _balancer(**changes) -> Balancer:
 
 
 def _fast_learner() -> Observation:
-    return Observation(learner_wait_s=2.0, buffered_groups=0, stale_drops_total=0, queue_depth=4)
+    return Observation(
+        learner_wait_s=2.0, buffered_groups=0, expired_total=0, late_total=0, queue_depth=4
+    )
 
 
 _STALE_SO_FAR = itertools.count(3, 3)  # every slow step drops three more groups
@@ -28,7 +32,8 @@ def _slow_learner() -> Observation:
     return Observation(
         learner_wait_s=0.0,
         buffered_groups=40,
-        stale_drops_total=next(_STALE_SO_FAR),
+        expired_total=next(_STALE_SO_FAR),
+        late_total=0,
         queue_depth=4,
     )
 
@@ -52,11 +57,30 @@ def test_rollouts_running_ahead_shrink_it_multiplicatively_to_one_batch():
 def test_saturated_engines_and_a_fed_learner_hold():
     balancer = _balancer()
     saturated = Observation(
-        learner_wait_s=2.0, buffered_groups=0, stale_drops_total=0, queue_depth=999
+        learner_wait_s=2.0, buffered_groups=0, expired_total=0, late_total=0, queue_depth=999
     )
     assert balancer.update(saturated) == "hold"
-    fed = Observation(learner_wait_s=0.0, buffered_groups=4, stale_drops_total=0, queue_depth=4)
+    fed = Observation(
+        learner_wait_s=0.0, buffered_groups=4, expired_total=0, late_total=0, queue_depth=4
+    )
     assert balancer.update(fed) == "hold" and balancer.in_flight_limit == 10
+
+
+def test_late_groups_stop_the_growth_without_shrinking_the_window():
+    balancer = _balancer()
+    late = [
+        Observation(
+            learner_wait_s=2.0, buffered_groups=0, expired_total=0, late_total=n, queue_depth=4
+        )
+        for n in (2, 2, 5)
+    ]
+    assert balancer.update(late[0]) == "hold" and balancer.in_flight_limit == 10
+    assert balancer.update(late[1]) == "increase"  # no new late group: starved, so grow
+    assert balancer.update(late[2]) == "hold" and balancer.in_flight_limit == 11
+    expired = Observation(
+        learner_wait_s=2.0, buffered_groups=0, expired_total=1, late_total=5, queue_depth=4
+    )
+    assert balancer.update(expired) == "decrease"  # went stale in line: rollouts ran ahead
 
 
 def test_alternating_pressure_stays_bounded():

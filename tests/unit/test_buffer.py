@@ -55,6 +55,33 @@ def test_staleness_gate_at_serving():
     assert buf.stats()["buffer/served_staleness_1"] == 1
 
 
+def test_a_group_at_the_staleness_bound_is_served_before_fresher_ones():
+    clock = Clock()
+    buf = ReplayBuffer(max_staleness=2, capacity_groups=10, version=clock)
+    clock.version = 2
+    for name in "ab":
+        buf.add(_group(name, [2, 2]))
+    buf.add(_group("straggler", [0, 1]))  # arrives last, 2 behind: the next version drops it
+    assert [g.group_id for g in buf.take(2)] == ["straggler", "a"]
+    clock.version = 3
+    assert [g.group_id for g in buf.take(1)] == ["b"]
+    assert buf.counts.dropped_stale == 0
+
+
+def test_stale_drops_say_which_arrived_at_or_past_the_bound():
+    clock = Clock()
+    buf = ReplayBuffer(max_staleness=1, capacity_groups=10, version=clock)
+    clock.version = 2
+    buf.add(_group("late", [0, 2]))  # past the bound on arrival
+    buf.add(_group("at_bound", [1, 2]))  # trainable only at version 2
+    buf.add(_group("waited", [2, 2]))  # fresh on arrival
+    clock.version = 4  # no batch taken at 2 or 3: both left in line expire
+    assert buf.take(1) is None
+    assert buf.counts.dropped_stale == 3
+    assert buf.counts.arrived_stale == 2  # 'late' and 'at_bound', not 'waited'
+    assert buf.stats()["buffer/arrived_stale"] == 2
+
+
 def test_capacity_evicts_oldest():
     buf = ReplayBuffer(max_staleness=5, capacity_groups=2, version=Clock())
     for name in "abc":
