@@ -1,7 +1,7 @@
 """Producer: keeps groups in flight on the env pools and admits finished ones.
 
 A group may start while the staleness gate allows it (groups started and not
-dropped stay within (versions trained + bound + 1) batches; in sync mode never
+left untrained stay within (versions trained + bound + 1) batches; in sync mode never
 beyond the batches the run has left to train) and the balancer's in-flight
 limit has room. The producer issues each group's trajectory ids and keeps them
 (`issued`), apart from the ledger, so `audit` can hold the ledger to them. A
@@ -44,6 +44,14 @@ class LoopPosition(Protocol):
 
     version: int
     step: int
+
+
+def _untrained(buffer: ReplayBuffer) -> int:
+    """Groups that left `buffer` without being trained: too stale (on arrival or
+    waiting in line), filtered, or evicted. Each frees its place in the staleness
+    gate; one that went stale in line and kept it would shrink the gate for good."""
+    counts = buffer.counts
+    return counts.dropped_stale + counts.filtered + counts.evicted
 
 
 def staleness_bound(cfg: Config) -> int:
@@ -90,7 +98,7 @@ class Producer:
         """Batches the run will still train (the sync gate stops there)."""
         self.deadline_s = cfg.supervisor.group_deadline_s
         self.started = 0
-        self.dropped = 0
+        self._untrained_before = _untrained(buffer)
         self.generated_tokens = 0
         self.groups_lost = 0
         self.tasks = tasks
@@ -158,7 +166,8 @@ class Producer:
             # Every group of a sync batch is fresh and trained, so nothing beyond the
             # last batch is needed (a started one would end the run untrained).
             batches = min(batches, self.batches_left)
-        within_gate = self.started - self.dropped < batches * self.cfg.buffer.groups_per_batch
+        alive = self.started - (_untrained(self.buffer) - self._untrained_before)
+        within_gate = alive < batches * self.cfg.buffer.groups_per_batch
         return within_gate and len(self._in_flight) < self.balancer.in_flight_limit
 
     def idle(self) -> bool:
@@ -225,8 +234,6 @@ class Producer:
         self.tasks.record(group)
         if self.buffer.add(group):
             self.ledger.buffered(group)
-        else:
-            self.dropped += 1
         self._arrived.set()
 
     def _group_id(self, seed: int) -> str:

@@ -332,3 +332,33 @@ def test_idle_only_when_nothing_is_in_flight_and_the_gate_is_shut():
         return seen
 
     assert asyncio.run(scenario()) == [False, True, False, True]
+
+
+def test_groups_that_go_stale_in_line_free_their_places_in_the_gate():
+    """Every group that leaves the buffer untrained frees its place in the staleness
+    gate, including one that expired waiting in line (once it kept the place, and
+    each such group shrank the gate for the rest of the run)."""
+    cfg = _config()
+    cfg.buffer.max_staleness = 1
+    producer = _producer(FakeSystem([FakePool()]), cfg, in_flight_limit=100)
+    producer.buffer = ReplayBuffer(1, 64, lambda: producer.state.version)
+    producer.buffer.add(_stale_candidate("a"))
+    producer.buffer.add(_stale_candidate("b"))
+    producer.state.version = 2  # versions 1 and 2 trained other groups
+    producer.started = (2 + 1 + 1) * PER_BATCH  # the gate's width at version 2: full
+    assert not producer._may_start()
+    assert producer.buffer.take(PER_BATCH) is None  # 'a' and 'b' are 2 behind: dropped
+    assert producer.buffer.counts.dropped_stale == 2
+    assert producer._may_start()
+
+
+def _stale_candidate(group_id: str) -> Group:
+    """A group whose tokens were all generated at version 0, admitted at version 0."""
+    trajectories = []
+    for index in range(GROUP_SIZE):
+        t = Trajectory(f"{group_id}/{index}", group_id, "env", 0, prompt_length=1)
+        t.append([1], generated=False)
+        t.append([2], generated=True, logprobs=[-0.1], versions=[0])
+        t.reward = float(index % 2)
+        trajectories.append(t)
+    return Group(group_id, "env", 0, trajectories)
