@@ -2,13 +2,13 @@
 
 The staleness gate is a hard bound on what may start; within it the balancer
 keeps the buffer near its target without feeding the learner stale work:
-- the learner waited for its batch (rollouts too slow), no group arrived too
-  stale, and the engines are not saturated: add `increase` groups (additive
-  increase);
+- the learner waited for its batch (rollouts too slow), no group that arrived at
+  or past the staleness bound was dropped, and the engines are not saturated: add
+  `increase` groups (additive increase);
 - groups went stale waiting in the buffer, or it holds more than `target_batches`
   batches (rollouts run ahead of the learner): multiply by `decrease`
   (multiplicative decrease);
-- otherwise hold. A group that arrives already too stale is the slow tail (it
+- otherwise hold. A group that arrives at or past the bound is the slow tail (it
   waits for its slowest episode while versions pass), not over-production: a
   smaller window would starve the learner further without shortening the tail, so
   it only stops the increase. Measured on the long-tail calculator workload
@@ -35,7 +35,8 @@ class Observation:
     """Groups that went stale waiting in the buffer, since the run began (the balancer
     takes the change)."""
     late_total: int
-    """Groups that arrived already too stale, since the run began."""
+    """Groups dropped as stale that arrived at or past the bound, since the run began
+    (the buffer's arrived_stale)."""
     queue_depth: float
     """Requests waiting or running per rollout worker (mean)."""
 
