@@ -70,7 +70,15 @@ def test_trl_renders_the_agentic_prompt_as_asyncrl_does(tiny_tokenizer, codec):
 
 
 def test_a_tool_call_trl_parses_replays_as_the_text_the_policy_wrote(tiny_tokenizer, codec):
-    from trl.chat_template_utils import parse_response, qwen3_template
+    # TRL is the `peer` extra, for bench.peer only: `make test` does not install it
+    # (`make bench` does), and this checks the bridge to TRL's parser where it is.
+    chat_template_utils = pytest.importorskip(
+        "trl.chat_template_utils", reason="TRL (the peer extra) is not installed"
+    )
+    parse_response, qwen3_template = (
+        chat_template_utils.parse_response,
+        chat_template_utils.qwen3_template,
+    )
 
     from bench.peer_trl import trl_calculator
 
