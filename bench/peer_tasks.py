@@ -58,17 +58,6 @@ def replay(env: dict[str, Any], seed: int, turns: list[str]) -> tuple[float, boo
     return 0.0, False
 
 
-def score(env: dict[str, Any], seed: int, reply: str) -> float:
-    """The env's reward for `reply` as the one turn of the task `seed` (a tool call
-    ends a one-turn episode unanswered)."""
-    return replay(env, seed, [reply])[0]
-
-
-def correct(env: dict[str, Any], seed: int, reply: str) -> bool:
-    """Whether `reply` answers task `seed` right (the reward's `correct` part)."""
-    return replay(env, seed, [reply])[1]
-
-
 def assistant_turns(completion: list[dict[str, Any]]) -> list[str]:
     """The text of each assistant turn of a multi-turn completion given as messages
     (TRL's: content plus structured `tool_calls`), tool calls written back in the

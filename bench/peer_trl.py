@@ -34,7 +34,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from bench.peer_tasks import assistant_turns, replay, score
+    from bench.peer_tasks import assistant_turns, replay
 
     class Clock(TrainerCallback):
         def __init__(self) -> None:
@@ -55,10 +55,9 @@ def main() -> None:
     multi_turn = "messages" in spec
 
     def reward(completions: list[Any], seed: list[int], **_: Any) -> list[float]:
-        if multi_turn:  # each completion: the assistant and tool messages TRL's loop made
-            turns = [assistant_turns(messages) for messages in completions]
-            return [replay(spec["env"], s, t)[0] for s, t in zip(seed, turns, strict=True)]
-        return [score(spec["env"], s, text) for s, text in zip(seed, completions, strict=True)]
+        # multi-turn: each completion is the assistant and tool messages TRL's loop made
+        turns = [assistant_turns(c) if multi_turn else [c] for c in completions]
+        return [replay(spec["env"], s, t)[0] for s, t in zip(seed, turns, strict=True)]
 
     tokenizer = AutoTokenizer.from_pretrained(spec["policy"])
     model = AutoModelForCausalLM.from_pretrained(spec["policy"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from bench.peer import AGENTIC, CASES, _report, _reward_at, accounting
-from bench.peer_tasks import assistant_turns, correct, opening, replay, score
+from bench.peer_tasks import assistant_turns, opening, replay
 from envs import make_env
 from envs.base import dumps_call
 
@@ -22,14 +22,14 @@ def _answer(seed: int) -> str:
 
 def test_a_right_answer_scores_the_envs_reward_and_counts_as_correct():
     reply = f"<answer>{_answer(3)}</answer>"
-    assert score(ENV, 3, reply) == pytest.approx(1.1)  # correct 1.0 + format 0.1
-    assert correct(ENV, 3, reply)
+    assert replay(ENV, 3, [reply])[0] == pytest.approx(1.1)  # correct 1.0 + format 0.1
+    assert replay(ENV, 3, [reply])[1]
 
 
 def test_a_wrong_answer_or_a_tool_call_is_not_correct():
-    assert not correct(ENV, 3, "<answer>-1</answer>")
+    assert not replay(ENV, 3, ["<answer>-1</answer>"])[1]
     call = '<tool_call>{"name": "calculator", "arguments": {"expression": "1+1"}}</tool_call>'
-    assert not correct(ENV, 3, call) and score(ENV, 3, call) < 1.0
+    assert not replay(ENV, 3, [call])[1] and replay(ENV, 3, [call])[0] < 1.0
 
 
 def _expression(seed: int) -> str:
