@@ -36,6 +36,9 @@ from bench.sampling import PeriodicSampler
 from orchestrator.resources import GIB, tree_memory
 
 RUN_DIR = Path("runs/bench-memory")
+SUMMARY_READ = ("peak_memory_gib", "process_s")
+"""What this bench reads from the run's summary.json (tests/integration/test_launch.py
+checks a real run writes them)."""
 
 
 def main() -> None:
@@ -89,7 +92,7 @@ def main() -> None:
             "processes_at_peak": peak["processes"],
             "by_process_gib": peak["by_process"],
             "run_peak_memory_gib": summary["peak_memory_gib"],
-            "run_wall_s": summary["wall_s"],
+            "run_process_s": summary["process_s"],
             "curve_t_s": [s["t_s"] for s in sampler.samples],
             "curve_pss_gib": [s["pss_gib"] for s in sampler.samples],
         },

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.memory import SUMMARY_READ as MEMORY_BENCH_READS
 from tests.integration.conftest import TEST_OVERRIDES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,6 +86,7 @@ def test_launch_trains_and_writes_its_outputs(tmp_path, tiny_policy):
     for key in ("process_s", "startup_s", "loop_s", "shutdown_s"):
         assert summary[key] > 0, key
     assert summary["startup_s"] + summary["loop_s"] + summary["shutdown_s"] < summary["process_s"]
+    assert set(MEMORY_BENCH_READS) <= set(summary)  # bench.memory reads them after its run
     # a quiet console: every line is asyncrl's, the progress bar, or justified in JUSTIFIED
     assert unexplained_lines(result.stdout + result.stderr) == []
     # the bar: drawn at the start, once per step and once more when it closes

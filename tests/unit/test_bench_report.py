@@ -210,7 +210,7 @@ RESULTS = {
         "processes_at_peak": 12,
         "by_process_gib": {"raylet": 0.1, "VLLM::EngineCore": 2.0},
         "run_peak_memory_gib": 5.0,
-        "run_wall_s": 100.0,
+        "run_process_s": 100.0,
         "curve_t_s": [0.5, 1.0, 60.0, 90.0],
         "curve_pss_gib": [1.0, 2.0, 5.5, 4.0],
     },
