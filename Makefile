@@ -42,7 +42,7 @@ CHAOS_ARGS ?=
 chaos: install
 	$(PY) -m bench.chaos $(CHAOS_ARGS)
 
-# Every benchmark in bench/ one after the other (~25 min on 2 CPU cores; resumable:
+# Every benchmark in bench/ one after the other (~70 min on 2 CPU cores; resumable:
 # what is done at this commit is skipped), then bench/RESULTS.md and bench/plots/*.png;
 # exits 1 if any failed. `$(PY) -m bench.run_all --fresh` reruns all, `--only NAME`.
 bench: install

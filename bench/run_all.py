@@ -4,7 +4,8 @@
 
 Each benchmark runs as its own subprocess (its own Ray cluster and vLLM
 engines, torn down when it exits) with the settings in BENCHES, chosen so the
-whole suite takes about 25 minutes on a 2-core CPU machine. Its output goes to
+whole suite takes about 70 minutes on a 2-core CPU machine (the larger TRL
+peer case about 40 of them). Its output goes to
 the console and to bench/results/<name>.log, its numbers to
 bench/results/<name>.json (bench.record). A benchmark that fails or runs past
 its time limit is marked failed (its process tree is stopped) and the others
