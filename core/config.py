@@ -152,6 +152,11 @@ class RolloutConfig:
     processes spin a second, a core each, which on CPU is the learner's and the env
     pools' time; rollout.vllm_plugin caps it). Only where vLLM runs a separate worker
     process: a CPU engine bound to one core (rollout.bind_cores) has none."""
+    prespawn_engine_core: bool = True
+    """Spawn a CPU engine's engine-core process before vLLM asks for it, so that it
+    imports vLLM while the worker does (rollout.warm_core); false: vLLM spawns it
+    once the worker has imported vLLM and built the engine's config. Only where the
+    engine runs its model in that one process (a CPU engine bound to one core)."""
     kv_cache_gib: int = 1
     """VLLM_CPU_KVCACHE_SPACE for CPU engines."""
     gpu_memory_utilization: float = 0.3

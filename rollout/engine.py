@@ -29,6 +29,7 @@ from core.shm import WeightSnapshot
 from rollout.engine_args import one_process, vllm_args
 from rollout.transport import TRANSPORT
 from rollout.vllm_outputs import EngineError, expand_versions, reported_routing, tokens_prompt
+from rollout.warm_core import WarmCore, born_with, handing_off
 
 if TYPE_CHECKING:
     import numpy as np
@@ -119,6 +120,9 @@ class Engine:
         self.core = core
         self._args = vllm_args(model_path, cfg, dtype, seed, core)
         self.spin_s = cfg.engine_spin_s
+        self.prespawn = cfg.prespawn_engine_core
+        self.prespawned: WarmCore | None = None
+        """The engine-core process spawned before vLLM asked for it, if one was."""
         self._llm: Any = None
         self._ids = itertools.count()
         self.version = 0
@@ -129,16 +133,34 @@ class Engine:
         self._busy_since: float | None = None
 
     async def start(self) -> None:
-        from vllm import AsyncEngineArgs
+        warm = self._prespawn()  # before vLLM is imported here: the two imports overlap
+        try:
+            from vllm import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+
+            from rollout.vllm_plugin import SPIN_ENV, register
+
+            register()  # also runs in vLLM's own processes, through the entry point
+            os.environ[SPIN_ENV] = str(self.spin_s)  # read there by the plugin
+            with _engine_process_born(self._args, self.core), handing_off(warm):
+                self._llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**self._args))
+        finally:
+            if warm is not None:
+                warm.stop()  # a no-op once it is the engine's process
+        await self._connect()
+
+    def _prespawn(self) -> WarmCore | None:
+        """The engine-core process, spawned now (rollout.warm_core), where the engine
+        runs its model in that one process on CPU and rollout.prespawn_engine_core."""
+        if not (self.prespawn and one_process(self._args)):
+            return None
+        born_with()
+        self.prespawned = WarmCore(None if self.core is None else {self.core})
+        return self.prespawned
+
+    async def _connect(self) -> None:
         from vllm.distributed.weight_transfer.base import WeightTransferInitRequest
-        from vllm.v1.engine.async_llm import AsyncLLM
 
-        from rollout.vllm_plugin import SPIN_ENV, register
-
-        register()  # also runs in vLLM's own processes, through the entry point
-        os.environ[SPIN_ENV] = str(self.spin_s)  # read there by the plugin
-        with _engine_process_born(self._args, self.core):
-            self._llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**self._args))
         await self._llm.init_weight_transfer_engine(WeightTransferInitRequest(init_info={}))
         await self._llm.update_weight_version(str(self.version))
         log.info("vLLM engine up for %s (pid %d)", self.model_path, os.getpid())

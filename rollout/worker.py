@@ -93,9 +93,13 @@ class RolloutWorker:
 
     async def engine_processes(self) -> list[dict[str, Any]]:
         """The vLLM processes that run this worker's model (Engine.processes), each
-        with `spawned_by_worker`: whether this actor's process started it."""
+        with `spawned_by_worker`: whether this actor's process started it, and
+        `prespawned`: whether it is the one spawned before vLLM asked for it."""
+        warm = self.engine.prespawned
         return [
-            {**p, "spawned_by_worker": p["ppid"] == os.getpid()}
+            p
+            | {"spawned_by_worker": p["ppid"] == os.getpid()}
+            | {"prespawned": warm is not None and p["pid"] == warm.process.pid}
             for p in await self.engine.processes()
         ]
 

@@ -158,9 +158,10 @@ def test_a_sleeping_engine_holds_requests_until_an_update_wakes_it(
 
 
 def test_a_stopping_engine_is_gone_within_its_grace(tiny_policy, event_loop_runner):
-    """A bound CPU engine's model runs in its one engine-core process; stopping it with
-    the rollout worker's grace takes about that long (vLLM's own default waits ~3 s
-    here for the interpreter to finalize) and leaves no process behind."""
+    """A bound CPU engine's model runs in its one engine-core process, the one spawned
+    before vLLM asked for it, born with the libraries vLLM preloads for it; stopping it
+    with the rollout worker's grace takes about that long (vLLM's own default waits
+    ~3 s here for the interpreter to finalize) and leaves no process behind."""
     import os
 
     import psutil
@@ -172,6 +173,10 @@ def test_a_stopping_engine_is_gone_within_its_grace(tiny_policy, event_loop_runn
     event_loop_runner(asyncio.wait_for(engine.start(), 120))
     (process,) = event_loop_runner(engine.processes())
     assert process["ppid"] == os.getpid()  # spawned here: no worker process below it
+    assert process["pid"] == engine.prespawned.process.pid
+    # what its dynamic loader started with is what vLLM's own spawn would have had
+    born = psutil.Process(process["pid"]).environ()
+    assert born.get("LD_PRELOAD") == os.environ.get("LD_PRELOAD")
 
     async def stop() -> float:  # in the engine's loop, where vLLM closes its sockets
         started = time.perf_counter()

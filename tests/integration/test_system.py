@@ -104,8 +104,9 @@ def test_each_cpu_engine_runs_its_model_in_one_process_on_its_own_core(
     running_system, event_loop_runner
 ):
     """A rollout worker bound to a core runs vLLM's model in the engine-core process
-    it spawned (no separate worker process: rollout.engine_args.one_process), and that
-    process is confined to the worker's core, the one the placement table shows."""
+    it spawned (no separate worker process: rollout.engine_args.one_process), the one
+    it spawned before vLLM asked for it (rollout.warm_core), and that process is
+    confined to the worker's core, the one the placement table shows."""
     system, _ = running_system
     shown = {name: p.cores for role, name, p in event_loop_runner(system.placements())}
     cores = set()
@@ -114,6 +115,7 @@ def test_each_cpu_engine_runs_its_model_in_one_process_on_its_own_core(
         assert len(processes) == 1, processes
         (process,) = processes
         assert process["spawned_by_worker"], f"{worker_id}'s model runs a process further down"
+        assert process["prespawned"], f"{worker_id}: vLLM spawned its own engine-core process"
         assert tuple(process["cores"]) == shown[worker_id]
         assert len(shown[worker_id]) == 1
         cores |= set(shown[worker_id])
