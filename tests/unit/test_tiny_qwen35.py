@@ -170,6 +170,22 @@ def test_an_exported_policy_keeps_the_mtp_layers_the_learner_never_loads(tmp_pat
     assert carry_mtp_weights(tmp_path / "q3", tmp_path / "saved") == []  # a Qwen3 has none
 
 
+def test_a_policy_without_mtp_weights_is_exported_without_importing_torch(tmp_path):
+    """The driver exports the final policy's tokenizer and MTP weights at the end of
+    every run; it has not imported torch, and a Qwen3 must not make it (~1.6 s)."""
+    import subprocess
+    import sys
+
+    build_model(Tokenizer(), _small(architecture="qwen3"), seed=0).save_pretrained(tmp_path / "q3")
+    probe = (
+        "import sys; from pathlib import Path; from bootstrap.policy import carry_mtp_weights; "
+        f"assert carry_mtp_weights(Path({str(tmp_path / 'q3')!r}), Path({str(tmp_path)!r})) == []; "
+        "print('torch' in sys.modules)"
+    )
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert ran.stdout.strip() == "False"
+
+
 def test_ngram_speculation_on_a_cpu_linear_attention_model_is_refused(tmp_path):
     from rollout.engine_args import EngineUnsupported, check_linear_attention_speculation
 
