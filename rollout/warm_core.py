@@ -30,6 +30,7 @@ Nothing here knows about Ray, rollouts or weights.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import multiprocessing
@@ -236,9 +237,11 @@ def handing_off(warm: WarmCore | None, module: ModuleType | None = None) -> Iter
 
 
 def _serve(conn: Connection, preload: tuple[str, ...]) -> None:
-    """The WarmCore's life: import, wait for the target, become it."""
+    """The WarmCore's life: import, wait for the target, become it. A module that
+    does not import (another vLLM) is left to the target to import, or not."""
     for name in preload:
-        importlib.import_module(name)
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
     try:
         target, args, kwargs, name, environment, cores = conn.recv()
     except EOFError:  # never handed a target

@@ -141,7 +141,7 @@ def test_a_start_time_variable_moved_since_birth_gets_vllm_its_own_process(
 
 
 def test_a_warm_process_never_handed_anything_exits_when_stopped():
-    warm = WarmCore(None, LIGHT)
+    warm = WarmCore(None, (*LIGHT, "no_such_module_in_this_vllm"))
     with handing_off(warm, _vllm_like()):
         pass  # vLLM failed before it spawned
     warm.process.join(10)
