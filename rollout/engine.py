@@ -134,7 +134,7 @@ class Engine:
 
     async def start(self) -> None:
         warm = self._prespawn()  # before vLLM is imported here: the two imports overlap
-        try:
+        with handing_off(warm):  # stopped on the way out unless it became the engine's
             from vllm import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -142,11 +142,8 @@ class Engine:
 
             register()  # also runs in vLLM's own processes, through the entry point
             os.environ[SPIN_ENV] = str(self.spin_s)  # read there by the plugin
-            with _engine_process_born(self._args, self.core), handing_off(warm):
+            with _engine_process_born(self._args, self.core):
                 self._llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**self._args))
-        finally:
-            if warm is not None:
-                warm.stop()  # a no-op once it is the engine's process
         await self._connect()
 
     def _prespawn(self) -> WarmCore | None:

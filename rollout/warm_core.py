@@ -206,34 +206,37 @@ class _HandingContext:
 @contextmanager
 def handing_off(warm: WarmCore | None, module: ModuleType | None = None) -> Iterator[None]:
     """While AsyncLLM starts: its engine-core process is `warm` (None: vLLM spawns its
-    own). A WarmCore not taken, or born with a start-time environment vLLM's has
-    moved away from, is stopped on the way out. `module`: the one whose
-    `get_mp_context` the process manager calls (VLLM_CONTEXT's)."""
+    own). However this ends, a WarmCore vLLM did not take (born with a start-time
+    environment vLLM's has moved away from, or never asked for) is stopped. `module`:
+    the one whose `get_mp_context` the process manager calls (VLLM_CONTEXT's)."""
     if warm is None:
         yield
         return
-    module = module or importlib.import_module(VLLM_CONTEXT)
-    real_context = module.get_mp_context
-
-    def context() -> Any:
-        real = real_context()  # vLLM's own choice and its side effects (RAY_ADDRESS)
-        differences = start_differences(warm.environment, os.environ)
-        if warm.taken or differences or not warm.process.is_alive():
-            if differences:
-                log.warning(
-                    "vLLM's engine-core process needs %s set otherwise than the warm "
-                    "process was born with: vLLM spawns its own (start-up is slower)",
-                    ", ".join(differences),
-                )
-            return real
-        return _HandingContext(real, warm)
-
-    module.get_mp_context = context
     try:
-        yield
+        module = module or importlib.import_module(VLLM_CONTEXT)
+        real_context = module.get_mp_context
+        module.get_mp_context = lambda: _context(real_context(), warm)
+        try:
+            yield
+        finally:
+            module.get_mp_context = real_context
     finally:
-        module.get_mp_context = real_context
         warm.stop()
+
+
+def _context(real: Any, warm: WarmCore) -> Any:
+    """vLLM's own context (`real`, its side effects done: RAY_ADDRESS), or one whose
+    first Process is `warm` when that can stand in for what `real` would spawn."""
+    if warm.taken or not warm.process.is_alive():
+        return real
+    if differences := start_differences(warm.environment, os.environ):
+        log.warning(
+            "vLLM's engine-core process needs %s set otherwise than the warm process was "
+            "born with: vLLM spawns its own (start-up is slower)",
+            ", ".join(differences),
+        )
+        return real
+    return _HandingContext(real, warm)
 
 
 def _serve(conn: Connection, preload: tuple[str, ...]) -> None:

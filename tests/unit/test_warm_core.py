@@ -148,6 +148,14 @@ def test_a_warm_process_never_handed_anything_exits_when_stopped():
     assert warm.process.exitcode == 0
 
 
+def test_a_failure_while_vllm_starts_stops_the_warm_process():
+    warm = WarmCore(None, LIGHT)
+    with pytest.raises(RuntimeError, match="engine args"), handing_off(warm, _vllm_like()):
+        raise RuntimeError("bad engine args")
+    warm.process.join(10)
+    assert warm.process.exitcode == 0
+
+
 def test_only_the_first_process_is_the_warm_one(tmp_path):
     warm = WarmCore(None, LIGHT)
     module = _vllm_like()
