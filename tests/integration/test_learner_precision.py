@@ -33,8 +33,12 @@ from tests.integration.test_learner_knobs import _on_policy_batch
 
 LOGPROB_TOLERANCE = 0.2
 """Max mean |logp_fp8 - logp_fp32| (nats/token) before any update (measured 0.085-0.11)."""
-LOSS_TOLERANCE = 0.015
-"""Max |loss_fp8 - loss_fp32| at the first step, ratios near 1 (measured 0.006)."""
+LOSS_SIGMAS = 3.0
+"""Max |loss_fp8 - loss_fp32| at the first step, in standard deviations of what
+float8's logprob noise alone makes of it (`_loss_noise`). Measured 0.006 on one
+build of the tiny policy, 0.0157 on another (noise 0.017, bound 0.052): a fixed
+0.015 failed on the second. A sign wired wrongly moves the loss by 2 |loss| (~0.1
+here), twice the bound."""
 BF16_LOGPROB_TOLERANCE = 0.3
 """The same under fp8_bf16, whose bf16 norms, embeddings and head add their own error
 (measured 0.16)."""
@@ -91,8 +95,9 @@ def test_fp8_training_tracks_fp32(fp32_run, tiny_policy, tmp_path, event_loop_ru
     assert reference[key] < 1e-4  # the batch really is fp32's own logprobs
     assert 1e-3 < metrics[key] < LOGPROB_TOLERANCE  # float8 ran, and ran right
     loss, reference_loss = metrics["learner/loss"], reference["learner/loss"]
-    print(f"loss: fp8 {loss:.5f} fp32 {reference_loss:.5f}")
-    assert abs(loss - reference_loss) < LOSS_TOLERANCE
+    noise = _loss_noise(batch, metrics[key])
+    print(f"loss: fp8 {loss:.5f} fp32 {reference_loss:.5f}, float8 noise {noise:.4f}")
+    assert abs(loss - reference_loss) < LOSS_SIGMAS * noise
     assert metrics["learner/clip_frac"] < 0.25  # ratios near 1: mostly unclipped
 
     converted = [f"{name}.weight" for name in plan["converted"]]
@@ -101,6 +106,24 @@ def test_fp8_training_tracks_fp32(fp32_run, tiny_policy, tmp_path, event_loop_ru
     cosine = float(torch.nn.functional.cosine_similarity(ours, theirs, dim=0))
     print(f"first update in the float8 layers: cosine to fp32 {cosine:.3f}")
     assert cosine > UPDATE_COSINE
+
+
+def _loss_noise(batch, gap: float) -> float:
+    """The standard deviation of the first-step loss difference that a forward with
+    per-token logprob error d_t (mean |d_t| = `gap`) makes, the ratio e^d_t standing
+    where fp32 has 1: the loss is -mean_t(A_t r_t), so the difference is mean_t(A_t
+    (e^d_t - 1)) ~ rms(A) * rms(d) / sqrt(tokens) for errors that do not follow the
+    advantages (rms(d) ~ 1.25 mean |d| for normal errors)."""
+    from learner.algos.base import group_normalized
+
+    advantages = [
+        a
+        for g in batch.groups
+        for a, t in zip(group_normalized(g.rewards, True), g.trajectories, strict=True)
+        for _ in range(t.num_generated)
+    ]
+    rms = (sum(a * a for a in advantages) / len(advantages)) ** 0.5
+    return rms * 1.25 * gap / len(advantages) ** 0.5
 
 
 def _logprob_gap(model, reference, ids) -> float:
