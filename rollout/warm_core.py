@@ -189,7 +189,7 @@ class _HandingContext:
     def Process(
         self,
         target: Callable[..., Any] | None = None,
-        name: str | None = None,  # noqa: N802
+        name: str | None = None,
         args: tuple = (),
         kwargs: dict[str, Any] | None = None,
         **rest: Any,
