@@ -3,7 +3,7 @@ same start policy, the same task and matched hyper-parameters, side by side in o
 run on this machine (not a test).
 
     python -m bench.peer [--case tiny|larger|agentic] [--steps N] [--modes sync,async,...]
-                         [--json PATH]
+                         [--seeds N] [--json PATH]
 
 One-turn cases (`tiny`, `larger`): asyncrl's calculator env cut to one turn and to sums
 of two numbers up to 9 (`env.kwargs.max_turns=1`, `max_operands=2`, `max_value=9`,
@@ -42,7 +42,11 @@ user runs it (`python -m rollout.launch ...`), once per mode. Reported per side:
 trained samples/s over the training loop, seconds per step, start-up, shut-down and
 process wall time, the reward at equal loop time (the shortest loop of the sides),
 and greedy accuracy on held-out tasks after training (and of the start policy; every
-episode run to its end by the env); ratios against TRL.
+episode run to its end by the env); ratios against TRL. With `--seeds N` every side
+runs N times (seeds 0..N-1, each seed's sides side by side) and the report gives the
+means, the reward at equal loop time with its standard error across seeds: one run's
+reward after 60 steps moves by ~0.02 from seed to seed on the tiny case, as much as
+the sides differ.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -143,13 +148,18 @@ def main() -> None:
         "steps": case.steps,
         "seed": 0,
     }
+    reports = []
     with tempfile.TemporaryDirectory(prefix="asyncrl-peer-") as tmp:
-        work = Path(tmp)
-        sides = {"trl": _run_trl(start, hyper, case, work)}
-        for mode in modes:
-            sides[f"asyncrl_{mode}"] = _run_asyncrl(start, hyper, case, mode, work)
-        held_out = _held_out(start, {k: v["final_model"] for k, v in sides.items()}, case)
-    report = _report(case, sides, held_out)
+        for seed in range(args.seeds):
+            work = Path(tmp) / f"seed-{seed}"
+            work.mkdir()
+            seeded = hyper | {"seed": seed}
+            sides = {"trl": _run_trl(start, seeded, case, work)}
+            for mode in modes:
+                sides[f"asyncrl_{mode}"] = _run_asyncrl(start, seeded, case, mode, work)
+            held_out = _held_out(start, {k: v["final_model"] for k, v in sides.items()}, case)
+            reports.append(_report(case, sides, held_out))
+    report = pooled(reports)
     _print(report)
     write_json(args.json, "peer", report)
 
@@ -291,20 +301,88 @@ def _report(case: Case, sides: dict[str, dict], held_out: dict[str, float]) -> d
             "rewards": [s.get("reward") for s in side["steps"]],
             "accounting": side.get("accounting", {}),
         }
-    trl = rows["trl"]
-    ratios = {
-        f"{name}/trl {what}": rows[name][key] / trl[key]
-        for name in rows
-        if name != "trl"
-        for what, key in (("samples/s", "samples_per_s"), ("process time", "process_s"))
-    }
     return {
         "case": dataclasses.asdict(case),
         "equal_loop_time_s": equal_time,
         "held_out_start_accuracy": held_out["start"],
         "sides": rows,
-        "ratios": ratios,
+        "ratios": _ratios(rows),
     }
+
+
+POOLED = (
+    "samples_per_s",
+    "step_s",
+    "startup_s",
+    "shutdown_s",
+    "loop_s",
+    "process_s",
+    "held_out_accuracy",
+)
+"""What a side's pooled row averages over seeds (with the reward at equal loop time,
+which a seed may lack)."""
+
+
+def pooled(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report of the same shape from the reports of several seeds (each its own
+    side-by-side run, equal loop time taken per seed): per side the mean over seeds
+    of each POOLED number, of the reward at equal loop time (with its standard error
+    across seeds, `reward_at_equal_time_se`), of each step's reward and of each
+    accounting row, and `per_seed` the values it averaged; ratios against TRL of the
+    means. A single report comes back as it is, with `seeds` 1."""
+    if len(reports) == 1:
+        return reports[0] | {"seeds": 1}
+    sides = {}
+    for name in reports[0]["sides"]:
+        runs = [r["sides"][name] for r in reports]
+        row: dict[str, Any] = {key: _mean([run[key] for run in runs]) for key in POOLED}
+        rewards = [run["reward_at_equal_time"] for run in runs]
+        known = [r for r in rewards if r is not None]
+        row["reward_at_equal_time"] = _mean(known) if known else None
+        row["reward_at_equal_time_se"] = (
+            statistics.stdev(known) / len(known) ** 0.5 if len(known) > 1 else None
+        )
+        row["per_seed"] = {
+            key: [run[key] for run in runs]
+            for key in ("samples_per_s", "process_s", "reward_at_equal_time", "held_out_accuracy")
+        }
+        per_step = zip(*(run["rewards"] for run in runs), strict=False)  # to the shortest
+        row["rewards"] = [_mean_or_none(step) for step in per_step]
+        row["accounting"] = _mean_rows([run.get("accounting", {}) for run in runs])
+        sides[name] = row
+    return {
+        "case": reports[0]["case"],
+        "seeds": len(reports),
+        "equal_loop_time_s": _mean([r["equal_loop_time_s"] for r in reports]),
+        "held_out_start_accuracy": reports[0]["held_out_start_accuracy"],
+        "sides": sides,
+        "ratios": _ratios(sides),
+    }
+
+
+def _ratios(rows: dict[str, dict[str, Any]]) -> dict[str, float]:
+    trl = rows["trl"]
+    return {
+        f"{name}/trl {what}": rows[name][key] / trl[key]
+        for name in rows
+        if name != "trl"
+        for what, key in (("samples/s", "samples_per_s"), ("process time", "process_s"))
+    }
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _mean_or_none(values: tuple[float | None, ...]) -> float | None:
+    known = [v for v in values if v is not None]
+    return _mean(known) if known else None
+
+
+def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Each key's mean over the rows that have it."""
+    keys = {key for row in rows for key in row}
+    return {key: _mean([row[key] for row in rows if key in row]) for key in sorted(keys)}
 
 
 def _reward_at(steps: list[dict[str, float]], when: float) -> float | None:
@@ -328,23 +406,39 @@ def describe(case: dict[str, Any]) -> str:
     )
 
 
+def reward_cell(side: dict[str, Any]) -> str:
+    """A side's reward at equal loop time as a report shows it: with its standard
+    error across seeds where there were several."""
+    reward, se = side["reward_at_equal_time"], side.get("reward_at_equal_time_se")
+    if reward is None:
+        return "n/a"
+    return f"{reward:.3f}" if se is None else f"{reward:.3f} ± {se:.3f}"
+
+
+def equal_time_phrase(report: dict[str, Any]) -> str:
+    """How the report's equal loop time was taken: one run's, or the mean over seeds."""
+    seconds = f"{report['equal_loop_time_s']:.0f} s"
+    seeds = report.get("seeds", 1)
+    if seeds == 1:
+        return f"reward at equal loop time {seconds}"
+    return f"means of {seeds} seeds; reward at equal loop time (per seed, mean {seconds})"
+
+
 def _print(report: dict[str, Any]) -> None:
     case = report["case"]
     print(
-        f"\npeer benchmark, {describe(case)}; reward at equal loop time "
-        f"{report['equal_loop_time_s']:.0f}s; held-out greedy accuracy of the start policy "
-        f"{report['held_out_start_accuracy']:.2f}"
+        f"\npeer benchmark, {describe(case)}; {equal_time_phrase(report)}; held-out greedy "
+        f"accuracy of the start policy {report['held_out_start_accuracy']:.2f}"
     )
     print(
         f"  {'side':<15} {'samples/s':>9} {'s/step':>7} {'start s':>8} {'shut s':>7} "
-        f"{'process s':>9} {'reward@T':>9} {'held-out':>8}"
+        f"{'process s':>9} {'reward@T':>15} {'held-out':>8}"
     )
     for name, r in report["sides"].items():
-        reward = r["reward_at_equal_time"]
         print(
             f"  {name:<15} {r['samples_per_s']:>9.1f} {r['step_s']:>7.2f} {r['startup_s']:>8.1f} "
             f"{r['shutdown_s']:>7.1f} {r['process_s']:>9.1f} "
-            f"{'n/a' if reward is None else f'{reward:.3f}':>9} {r['held_out_accuracy']:>8.2f}"
+            f"{reward_cell(r):>15} {r['held_out_accuracy']:>8.2f}"
         )
     for name, ratio in report["ratios"].items():
         print(f"  {name}: {ratio:.2f}x")
@@ -364,6 +458,13 @@ def _parse() -> argparse.Namespace:
         "--modes",
         default="",
         help=f"asyncrl sides to run, of {', '.join(MODES)} (default: the case's)",
+    )
+    args.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="side-by-side runs, seeds 0..N-1 (TRL's seed and asyncrl's trainer.seed); "
+        "the report averages them, with the reward's standard error across seeds",
     )
     return args.parse_args()
 

@@ -264,7 +264,7 @@ def _peer(r: dict[str, Any]) -> Rendered:
             _num(s["startup_s"], 1),
             _num(s["shutdown_s"], 1),
             _num(s["process_s"], 1),
-            "n/a" if s["reward_at_equal_time"] is None else _num(s["reward_at_equal_time"], 3),
+            peer.reward_cell(s),
             _num(s["held_out_accuracy"], 2),
         ]
         for name, s in r["sides"].items()
@@ -292,9 +292,8 @@ def _peer(r: dict[str, Any]) -> Rendered:
         label = f"asyncrl_async / asyncrl_sync samples/s, {case['name']} case"
         goals.append(Goal(label, speed, ">=", 1.0))
     intro = (
-        f"{peer.describe(case)}; reward at equal loop time "
-        f"{_num(r['equal_loop_time_s'], 0)} s; held-out greedy accuracy of the start policy "
-        f"{_num(r['held_out_start_accuracy'], 2)}."
+        f"{peer.describe(case)}; {peer.equal_time_phrase(r)}; held-out greedy accuracy of "
+        f"the start policy {_num(r['held_out_start_accuracy'], 2)}."
     )
     return Rendered([intro, "", *lines, *_accounting(r["sides"])], goals)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.peer import AGENTIC, CASES, _report, _reward_at, accounting
+from bench.peer import AGENTIC, CASES, _report, _reward_at, accounting, pooled, reward_cell
 from bench.peer_tasks import assistant_turns, opening, replay
 from envs import make_env
 from envs.base import dumps_call
@@ -104,21 +104,21 @@ def test_reward_at_a_time_averages_the_last_steps_done_by_then():
     assert _reward_at(steps, 0.5) is None
 
 
+def _side(loop_s: float, process_s: float, reward: float = 0.5) -> dict:
+    steps = CASES["tiny"].steps
+    return {
+        "loop_s": loop_s,
+        "process_s": process_s,
+        "startup_s": 1.0,
+        "shutdown_s": 1.0,
+        "steps": [{"loop_s": loop_s * (i + 1) / steps, "reward": reward} for i in range(steps)],
+        "accounting": {"perf/step_s": loop_s / steps},
+    }
+
+
 def test_the_report_compares_every_side_with_trl_at_the_shortest_loop():
     case = CASES["tiny"]
-
-    def side(loop_s: float, process_s: float) -> dict:
-        steps = [
-            {"loop_s": loop_s * (i + 1) / case.steps, "reward": 0.5} for i in range(case.steps)
-        ]
-        return {
-            "loop_s": loop_s,
-            "process_s": process_s,
-            "startup_s": 1.0,
-            "shutdown_s": 1.0,
-            "steps": steps,
-        }
-
+    side = _side
     sides = {"trl": side(60.0, 70.0), "asyncrl_async": side(40.0, 70.0)}
     accuracy = {"start": 0.1, "trl": 0.5, "asyncrl_async": 0.6}
     report = _report(case, sides, accuracy)
@@ -140,3 +140,34 @@ def test_accounting_averages_the_steps_after_the_first_and_skips_what_was_not_lo
     assert means["perf/learner_borrowed_s"] == 1.0  # one step logged it
     assert "perf/cpu_s/env" not in means
     assert accounting(history[:1]) == {"perf/step_s": 9.0, "perf/cpu_s/learner": 9.0}
+
+
+def test_seeds_pool_into_means_with_the_rewards_standard_error_and_ratios_of_means():
+    case = CASES["tiny"]
+    accuracy = {"start": 0.1, "trl": 0.5, "asyncrl_sync": 0.6}
+    reports = [
+        _report(
+            case, {"trl": _side(60.0, 80.0, 0.2), "asyncrl_sync": _side(40.0, 60.0, r)}, accuracy
+        )
+        for r in (0.1, 0.3)
+    ]
+    reports[1]["sides"]["trl"]["samples_per_s"] *= 3  # TRL twice as fast on average
+    report = pooled(reports)
+    assert report["seeds"] == 2
+    ours, trl = report["sides"]["asyncrl_sync"], report["sides"]["trl"]
+    assert ours["reward_at_equal_time"] == pytest.approx(0.2)
+    assert ours["reward_at_equal_time_se"] == pytest.approx(0.1)  # stdev 0.1414 / sqrt 2
+    assert trl["reward_at_equal_time_se"] == pytest.approx(0.0)
+    assert ours["per_seed"]["reward_at_equal_time"] == pytest.approx([0.1, 0.3])
+    assert ours["rewards"] == pytest.approx([0.2] * case.steps)
+    assert ours["accounting"]["perf/step_s"] == pytest.approx(40.0 / case.steps)
+    assert report["ratios"]["asyncrl_sync/trl samples/s"] == pytest.approx(0.75)  # 1.5 / 2
+    assert report["ratios"]["asyncrl_sync/trl process time"] == pytest.approx(0.75)
+    assert reward_cell(ours) == "0.200 ± 0.100"
+
+
+def test_one_seed_is_its_own_report():
+    sides = {"trl": _side(60.0, 80.0), "asyncrl_sync": _side(40.0, 60.0)}
+    one = _report(CASES["tiny"], sides, {"start": 0.1, "trl": 0.5, "asyncrl_sync": 0.6})
+    assert pooled([one]) == one | {"seeds": 1}
+    assert reward_cell(one["sides"]["trl"]) == "0.500"
