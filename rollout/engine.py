@@ -29,7 +29,7 @@ from core.shm import WeightSnapshot
 from rollout.engine_args import one_process, vllm_args
 from rollout.transport import TRANSPORT
 from rollout.vllm_outputs import EngineError, expand_versions, reported_routing, tokens_prompt
-from rollout.warm_core import WarmCore, born_with, handing_off
+from rollout.warm_core import WarmCore, born_on, born_with, handing_off
 
 if TYPE_CHECKING:
     import numpy as np
@@ -468,16 +468,14 @@ def _engine_process_born(args: dict[str, Any], core: int | None) -> Iterator[Non
         yield
         return
     saved_env = os.environ.get(MULTIPROCESSING_ENV)
-    saved_cores = os.sched_getaffinity(0)
     os.environ[MULTIPROCESSING_ENV] = "0"
-    if core is not None:
-        os.sched_setaffinity(0, {core})
     try:
-        with _dropping("vllm.engine.arg_utils", "VLLM_ENABLE_V1_MULTIPROCESSING is set to False"):
+        with (
+            born_on(None if core is None else {core}),
+            _dropping("vllm.engine.arg_utils", "VLLM_ENABLE_V1_MULTIPROCESSING is set to False"),
+        ):
             yield
     finally:
-        if core is not None:
-            os.sched_setaffinity(0, saved_cores)
         if saved_env is None:
             os.environ.pop(MULTIPROCESSING_ENV, None)
         else:

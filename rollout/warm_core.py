@@ -113,6 +113,22 @@ def _effective(name: str, value: str | None) -> Any:
     return [d for d in (value or "").split(":") if d and os.path.isdir(d)]
 
 
+@contextmanager
+def born_on(cores: set[int] | None) -> Iterator[None]:
+    """While inside, the calling thread runs on `cores` (if given), so that a process
+    it starts is born there (a Linux child inherits the affinity of the thread that
+    forks it); the thread's own cores are given back on the way out."""
+    if not cores:
+        yield
+        return
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, saved)
+
+
 class WarmCore:
     """A spawned process that has imported vLLM's engine core and waits for its
     target (`handing_off`)."""
@@ -124,14 +140,10 @@ class WarmCore:
         self._conn, theirs = context.Pipe()
         self.environment = dict(os.environ)
         self.process = context.Process(target=_serve, args=(theirs, preload), name="WarmCore")
-        saved = os.sched_getaffinity(0)
-        if cores:
-            os.sched_setaffinity(0, cores)
         try:
-            self.process.start()
+            with born_on(cores):
+                self.process.start()
         finally:
-            if cores:
-                os.sched_setaffinity(0, saved)
             theirs.close()
         self.taken = False
 

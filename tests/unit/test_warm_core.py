@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rollout.warm_core import WarmCore, cpu_preload, handing_off, start_differences
+from rollout.warm_core import WarmCore, born_on, cpu_preload, handing_off, start_differences
 
 LIGHT = ("json",)
 """What the test WarmCores import before they wait (vLLM would take ~6 s)."""
@@ -99,6 +99,28 @@ def _as_vllm_starts_it(module: types.ModuleType, out: Path, tag: str):
     return proc
 
 
+def _send_cores(conn) -> None:
+    conn.send(sorted(os.sched_getaffinity(0)))
+    conn.close()
+
+
+def test_a_process_started_in_born_on_lives_on_those_cores_and_the_thread_gets_its_own_back():
+    everywhere = os.sched_getaffinity(0)
+    core = max(everywhere)
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    with pytest.raises(RuntimeError, match="inside"), born_on({core}):
+        proc = context.Process(target=_send_cores, args=(theirs,))
+        proc.start()
+        assert os.sched_getaffinity(0) == {core}
+        raise RuntimeError("inside")
+    assert os.sched_getaffinity(0) == everywhere
+    assert ours.recv() == [core]
+    proc.join(timeout=30)
+    with born_on(None):  # nothing to bind: the thread stays where it is
+        assert os.sched_getaffinity(0) == everywhere
+
+
 @pytest.fixture
 def handed_variable():
     yield
@@ -111,13 +133,8 @@ def test_the_engine_core_vllm_starts_is_the_warm_process(tmp_path, handed_variab
     os.environ["ASYNCRL_HANDED"] = "after birth"  # as vLLM sets its variables late
     module = _vllm_like()
     out = tmp_path / "ran.json"
-    everywhere = os.sched_getaffinity(0)
-    with handing_off(warm, module):
-        os.sched_setaffinity(0, {core})  # as rollout.engine binds the starting thread
-        try:
-            proc = _as_vllm_starts_it(module, out, "engine")
-        finally:
-            os.sched_setaffinity(0, everywhere)
+    with handing_off(warm, module), born_on({core}):  # as rollout.engine binds the thread
+        proc = _as_vllm_starts_it(module, out, "engine")
     ran = json.loads(out.read_text())
     assert ran["pid"] == warm.process.pid == proc.pid
     assert ran == ran | {"tag": "engine", "handed": "after birth", "name": "EngineCore"}
