@@ -26,7 +26,7 @@ from core.choices import RolloutLock
 from core.digest import combine
 from core.records import EngineStats, SyncResult, Transfer
 from core.shm import WeightSnapshot
-from rollout.engine_args import one_process, vllm_args
+from rollout.engine_args import eager_helpers, one_process, vllm_args
 from rollout.transport import TRANSPORT
 from rollout.vllm_outputs import EngineError, expand_versions, reported_routing, tokens_prompt
 from rollout.warm_core import WarmCore, born_on, born_with, handing_off
@@ -119,6 +119,8 @@ class Engine:
         self.return_routed_experts = cfg.return_routed_experts
         self.core = core
         self._args = vllm_args(model_path, cfg, dtype, seed, core)
+        self.eager_helpers = eager_helpers(cfg, self._args)
+        """vLLM's own compiled helpers run eagerly in this engine's processes."""
         self.spin_s = cfg.engine_spin_s
         self.prespawn = cfg.prespawn_engine_core
         self.prespawned: WarmCore | None = None
@@ -138,10 +140,11 @@ class Engine:
             from vllm import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
 
-            from rollout.vllm_plugin import SPIN_ENV, register
+            from rollout.vllm_plugin import EAGER_HELPERS_ENV, SPIN_ENV, register
 
             register()  # also runs in vLLM's own processes, through the entry point
             os.environ[SPIN_ENV] = str(self.spin_s)  # read there by the plugin
+            os.environ[EAGER_HELPERS_ENV] = "1" if self.eager_helpers else "0"
             with _engine_process_born(self._args, self.core):
                 self._llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**self._args))
         await self._connect()

@@ -130,6 +130,14 @@ def vllm_args(
     return args | dict(cfg.engine_args)
 
 
+def eager_helpers(cfg: RolloutConfig, args: dict[str, Any]) -> bool:
+    """Whether vLLM's own torch.compile'd helpers run eagerly in the processes of an
+    engine with `cfg` and final `args` (rollout.vllm_plugin._eager_helpers): a CPU
+    engine that runs its model eagerly (enforce_eager, the default). Compiling them
+    costs such an engine's first request ~2 s; eagerly its sampling runs as fast."""
+    return cfg.gpus_per_worker == 0 and bool(args.get("enforce_eager"))
+
+
 UNI = "uni"
 """vLLM's executor that runs the model in the engine-core process itself (its default
 for one GPU)."""

@@ -7,7 +7,8 @@ a model, so everything here is in place wherever vLLM runs:
 - filters for two misleading per-sync log lines;
 - without torchvision, an import alias that lets vLLM load Qwen3.5 (below);
 - CPU MoE experts repacked after every weight update, not only the first load
-  (below).
+  (below);
+- for an eager CPU engine, vLLM's own compiled helpers run eagerly too (below).
 
 It also holds `WorkerInspection`, the worker extension (`worker_extension_cls`)
 through which an Engine asks a vLLM worker process what it actually runs and
@@ -33,6 +34,7 @@ def register() -> None:
     _replace_cpu_expand_kernel()
     repack_cpu_moe_experts_on_weight_update()
     _limit_spin(os.environ.get(SPIN_ENV))
+    _eager_helpers(os.environ.get(EAGER_HELPERS_ENV) == "1")
     logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(
         _derived_buffer_notice
     )
@@ -107,6 +109,25 @@ def alias_qwen2_vl_image_processor() -> bool:
 
 SPIN_ENV = "ASYNCRL_VLLM_SPIN_S"
 """rollout.engine_spin_s, as the rollout worker hands it to vLLM's processes."""
+EAGER_HELPERS_ENV = "ASYNCRL_VLLM_EAGER_HELPERS"
+""""1" where the engine runs eagerly on CPU (rollout.engine.eager_helpers)."""
+
+
+def _eager_helpers(on: bool) -> None:
+    """Turn torch.compile off in this process (`torch._dynamo.config.disable`, read
+    at every call of a compiled function: torch/_dynamo/convert_frame.py:2549-2570).
+
+    enforce_eager keeps vLLM from compiling the model, but not the helpers it
+    decorates with `torch.compile` itself: the sampler counts each sampled token's
+    rank with one (`batched_count_greater_than`, vllm/v1/sample/ops/logprobs.py:10,
+    called for every request that asks for logprobs: sampler.py:347-351), and on
+    CPU its backend is inductor (platforms/interface.py:172), so the first request
+    an engine serves waits ~2 s for dynamo's trace, inductor's C++ and its cache
+    keys. Eagerly the helper computes the same counts."""
+    if on:
+        import torch._dynamo
+
+        torch._dynamo.config.disable = True
 
 
 def _limit_spin(seconds: str | None) -> None:
@@ -235,10 +256,18 @@ class WorkerInspection:
         return {**expand_kernel_in_use(), "pid": os.getpid()}
 
     def asyncrl_process(self) -> dict[str, Any]:
-        """This worker's process: its pid, its parent's, and the cores it may run on."""
+        """This worker's process: its pid, its parent's, the cores it may run on, and
+        how many frames torch.compile has compiled in it so far."""
         import os
 
-        return {"pid": os.getpid(), "ppid": os.getppid(), "cores": sorted(os.sched_getaffinity(0))}
+        from torch._dynamo.utils import counters
+
+        return {
+            "pid": os.getpid(),
+            "ppid": os.getppid(),
+            "cores": sorted(os.sched_getaffinity(0)),
+            "compiled_frames": int(counters["frames"]["ok"]),
+        }
 
     def asyncrl_update_weights(
         self, update_info: dict[str, Any], sync_draft: bool

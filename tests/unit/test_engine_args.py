@@ -11,7 +11,7 @@ import pytest
 from core.choices import RolloutLock
 from core.config import RolloutConfig, SpeculativeConfig
 from rollout.engine import PAUSE_MODES, Engine
-from rollout.engine_args import vllm_args
+from rollout.engine_args import eager_helpers, vllm_args
 
 FIELDS = RolloutConfig(
     max_model_len=300,
@@ -106,3 +106,14 @@ def test_the_engine_process_is_born_on_its_core_and_nothing_else_changes(monkeyp
     assert MULTIPROCESSING_ENV not in os.environ and os.sched_getaffinity(0) == before
     with _engine_process_born(vllm_args("/models/p", RolloutConfig(), "float32", 0), None):
         assert MULTIPROCESSING_ENV not in os.environ and os.sched_getaffinity(0) == before
+
+
+def test_only_an_eager_cpu_engine_runs_vllms_compiled_helpers_eagerly():
+    def helpers_eager(**fields) -> bool:
+        cfg = RolloutConfig(**fields)
+        return eager_helpers(cfg, vllm_args("/models/p", cfg, "float32", seed=0))
+
+    assert helpers_eager()  # the default: CPU, enforce_eager
+    assert not helpers_eager(enforce_eager=False)
+    assert not helpers_eager(engine_args={"enforce_eager": False})  # engine_args have the last word
+    assert not helpers_eager(gpus_per_worker=1)

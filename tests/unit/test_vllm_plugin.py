@@ -120,3 +120,25 @@ def test_only_the_intended_fp32_to_bf16_load_warning_is_dropped():
     assert _intended_narrowing_notice(record("w", torch.float64, torch.bfloat16))
     other = logging.LogRecord("vllm", logging.WARNING, "x.py", 1, "something %s", ("a",), None)
     assert _intended_narrowing_notice(other)
+
+
+def test_eager_helpers_turn_torch_compile_off_so_a_compiled_function_runs_as_written(
+    monkeypatch,
+):
+    from torch._dynamo.utils import counters
+
+    from rollout.vllm_plugin import _eager_helpers
+
+    monkeypatch.setattr(torch._dynamo.config, "disable", False)  # restored afterwards
+    _eager_helpers(False)
+    assert not torch._dynamo.config.disable
+    _eager_helpers(True)
+    compiled_before = counters["frames"]["ok"]
+
+    @torch.compile(backend="eager")
+    def count_greater(x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        return (x > values).sum(-1)
+
+    x = torch.tensor([[0.1, 0.5, 0.9], [0.3, 0.2, 0.1]])
+    assert count_greater(x, torch.tensor([[0.4], [0.15]])).tolist() == [2, 2]
+    assert counters["frames"]["ok"] == compiled_before
