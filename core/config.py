@@ -347,8 +347,10 @@ class LoggerConfig:
     """Redraw reward_curve.png every this many steps, at most once per
     plot_min_interval_s (0: only when the run ends, which always draws it)."""
     plot_min_interval_s: float = 30.0
-    """A redraw costs the driver ~0.25 s of CPU on its event loop (matplotlib), so a
-    run of sub-second steps would spend a tenth of its driver on plots."""
+    """The first redraw comes this long after the run's logger starts, and the next
+    ones no sooner after the last. A redraw costs the driver ~0.25 s of CPU (the first
+    ~1 s: matplotlib's import), on a thread beside its event loop; a run of
+    sub-second steps would otherwise spend a tenth of its driver on plots."""
     progress: bool = True
     """A progress bar on stderr, redrawn once per learner step."""
     verbose: bool = False

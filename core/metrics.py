@@ -2,7 +2,9 @@
 
 Metrics are flat `prefix/name -> float` dicts (rollout/, env/, reward/, buffer/,
 learner/, sync/, perf/, fault/). Only the driver logs; actors return metrics.
-wandb and matplotlib are imported when first needed.
+wandb and matplotlib are imported when first needed; the plot is redrawn during a
+run on a thread of its own (matplotlib's figure API, no pyplot state), so the
+driver's event loop is not held up by it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,10 @@ EVAL_X = "eval/version"
 not the step their result was logged at."""
 
 
+DRAW_TIMEOUT_S = 60.0
+"""How long the end of a run waits for a redraw under way before drawing its own."""
+
+
 class MetricsLogger:
     def __init__(self, cfg: LoggerConfig, run_config: dict[str, Any] | None = None):
         self.cfg = cfg
@@ -40,7 +47,10 @@ class MetricsLogger:
         self.plot_path = self.run_dir / "reward_curve.png"
         self.history: list[dict[str, float]] = []
         self._jsonl = open(self.jsonl_path, "a", buffering=1)
-        self._plotted_at = -math.inf
+        # The first redraw waits plot_min_interval_s too: a plot of the first steps
+        # says nothing, and matplotlib's import and first draw cost ~1 s of CPU.
+        self._plotted_at = time.monotonic()
+        self._drawing: threading.Thread | None = None
         self._wandb = self._start_wandb(run_config or {}) if cfg.wandb.enabled else None
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
@@ -50,7 +60,7 @@ class MetricsLogger:
         if self._wandb is not None:
             self._wandb.log(row, step=step)
         if self._plot_due(step):
-            self.plot()
+            self._redraw_beside()
 
     def _plot_due(self, step: int) -> bool:
         every = self.cfg.plot_every
@@ -58,21 +68,29 @@ class MetricsLogger:
             return False
         return time.monotonic() - self._plotted_at >= self.cfg.plot_min_interval_s
 
-    def plot(self) -> Path | None:
-        """Reward curve and companions, one panel per metric present."""
+    def _redraw_beside(self) -> None:
+        """Redraw from the rows logged so far on a thread of its own, unless the last
+        redraw is still under way."""
+        if self._drawing is not None and self._drawing.is_alive():
+            return
         self._plotted_at = time.monotonic()
-        panels = [(k, title) for k, title in PLOT_PANELS if any(k in r for r in self.history)]
+        rows = list(self.history)  # rows are never changed once logged
+        self._drawing = threading.Thread(target=self.plot, args=(rows,), name="plot", daemon=True)
+        self._drawing.start()
+
+    def plot(self, history: list[dict[str, float]] | None = None) -> Path | None:
+        """Reward curve and companions, one panel per metric present in `history`
+        (default: every row logged)."""
+        history = self.history if history is None else history
+        panels = [(k, title) for k, title in PLOT_PANELS if any(k in r for r in history)]
         if not panels:
             return None
-        import matplotlib
+        from matplotlib.figure import Figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.4 * len(panels)), sharex=True)
-        axes = [axes] if len(panels) == 1 else list(axes)
+        fig = Figure(figsize=(7, 2.4 * len(panels)))
+        axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
         for ax, (key, title) in zip(axes, panels, strict=True):
-            rows = [r for r in self.history if key in r]
+            rows = [r for r in history if key in r]
             if key.startswith("eval/"):
                 ax.plot([r[EVAL_X] for r in rows], [r[key] for r in rows], "o-", color="tab:green")
             else:
@@ -84,10 +102,17 @@ class MetricsLogger:
         axes[-1].set_xlabel("learner step")
         fig.tight_layout()
         fig.savefig(self.plot_path, dpi=100)
-        plt.close(fig)
         return self.plot_path
 
+    def redrawn(self, timeout_s: float = DRAW_TIMEOUT_S) -> bool:
+        """Wait up to `timeout_s` for a redraw under way; whether none is running now."""
+        if self._drawing is not None:
+            self._drawing.join(timeout=timeout_s)
+        return self._drawing is None or not self._drawing.is_alive()
+
     def close(self) -> None:
+        if not self.redrawn():
+            log.warning("the plot's redraw is still running after %.0f s", DRAW_TIMEOUT_S)
         self.plot()
         self._jsonl.close()
         if self._wandb is not None:

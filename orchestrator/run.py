@@ -64,14 +64,25 @@ async def run(cfg: Config, alongside: Callable[[System], Awaitable[Any]] | None 
     finally:
         if companion is not None:
             companion.cancel()
-        logger.close()
         progress.close()
-        await system.shutdown()
+        await _close(logger, system)
     clock.mark("shutdown_s")
     summary = write_summary(state, Path(cfg.logger.run_dir), clock.times())
     log.info("summary: %s", json.dumps(summary))
     log.info("run finished in %.0fs; outputs in %s", summary["process_s"], cfg.logger.run_dir)
     return state
+
+
+async def _close(logger: MetricsLogger, system: System) -> None:
+    """The final plot (a thread: matplotlib's CPU) beside the fleet's shut-down (mostly
+    waiting for processes to exit); both run to their end before either's error is
+    raised."""
+    done = await asyncio.gather(
+        asyncio.to_thread(logger.close), system.shutdown(), return_exceptions=True
+    )
+    for outcome in done:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 def with_context_length(cfg: Config, max_model_len: int) -> Config:
