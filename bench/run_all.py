@@ -4,8 +4,8 @@
 
 Each benchmark runs as its own subprocess (its own Ray cluster and vLLM
 engines, torn down when it exits) with the settings in BENCHES, chosen so the
-whole suite takes about 70 minutes on a 2-core CPU machine (the larger TRL
-peer case about 40 of them). Its output goes to
+whole suite takes about 85 minutes on a 2-core CPU machine (the larger TRL
+peer case about 40 of them, the tiny one's three seeds about 15). Its output goes to
 the console and to bench/results/<name>.log, its numbers to
 bench/results/<name>.json (bench.record). A benchmark that fails or runs past
 its time limit is marked failed (its process tree is stopped) and the others
@@ -71,9 +71,10 @@ BENCHES = (
         1500,
         420,
     ),
-    # TRL's GRPOTrainer vs asyncrl sync, async, and async without borrowing the engines'
-    # idle cores, 60 steps each (needs the peer extra)
-    Bench("peer", ("--case", "tiny"), 1800, 560),
+    # TRL's GRPOTrainer vs asyncrl sync and async, 60 steps each, three seeds side by side
+    # (one run's reward moves ~0.02 from seed to seed, as much as the sides differ;
+    # needs the peer extra)
+    Bench("peer", ("--case", "tiny", "--modes", "sync,async", "--seeds", "3"), 3600, 1200),
     # the same at ~30M parameters and up to 256 new tokens, 4 steps a side
     Bench("peer_larger", ("--case", "larger"), 4200, 2400, module="peer"),
     # the default calculator task multi-turn, its tool answering in 0.5 s: TRL's own tool
