@@ -140,11 +140,10 @@ class Engine:
             from vllm import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
 
-            from rollout.vllm_plugin import EAGER_HELPERS_ENV, SPIN_ENV, register
+            from rollout.vllm_plugin import SPIN_ENV, register
 
             register()  # also runs in vLLM's own processes, through the entry point
             os.environ[SPIN_ENV] = str(self.spin_s)  # read there by the plugin
-            os.environ[EAGER_HELPERS_ENV] = "1" if self.eager_helpers else "0"
             with _engine_process_born(self._args, self.core):
                 self._llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**self._args))
         await self._connect()
@@ -161,6 +160,8 @@ class Engine:
     async def _connect(self) -> None:
         from vllm.distributed.weight_transfer.base import WeightTransferInitRequest
 
+        if self.eager_helpers:  # in the processes that run the model, before any request
+            await self._llm.collective_rpc("asyncrl_run_helpers_eagerly")
         await self._llm.init_weight_transfer_engine(WeightTransferInitRequest(init_info={}))
         await self._llm.update_weight_version(str(self.version))
         log.info("vLLM engine up for %s (pid %d)", self.model_path, os.getpid())

@@ -132,7 +132,7 @@ def vllm_args(
 
 def eager_helpers(cfg: RolloutConfig, args: dict[str, Any]) -> bool:
     """Whether vLLM's own torch.compile'd helpers run eagerly in the processes of an
-    engine with `cfg` and final `args` (rollout.vllm_plugin._eager_helpers): a CPU
+    engine with `cfg` and final `args` (rollout.vllm_plugin.run_compiled_helpers_eagerly): a CPU
     engine that runs its model eagerly (enforce_eager, the default). Compiling them
     costs such an engine's first request ~2 s; eagerly its sampling runs as fast."""
     return cfg.gpus_per_worker == 0 and bool(args.get("enforce_eager"))

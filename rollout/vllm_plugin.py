@@ -7,8 +7,7 @@ a model, so everything here is in place wherever vLLM runs:
 - filters for two misleading per-sync log lines;
 - without torchvision, an import alias that lets vLLM load Qwen3.5 (below);
 - CPU MoE experts repacked after every weight update, not only the first load
-  (below);
-- for an eager CPU engine, vLLM's own compiled helpers run eagerly too (below).
+  (below).
 
 It also holds `WorkerInspection`, the worker extension (`worker_extension_cls`)
 through which an Engine asks a vLLM worker process what it actually runs and
@@ -34,7 +33,6 @@ def register() -> None:
     _replace_cpu_expand_kernel()
     repack_cpu_moe_experts_on_weight_update()
     _limit_spin(os.environ.get(SPIN_ENV))
-    _eager_helpers(os.environ.get(EAGER_HELPERS_ENV) == "1")
     logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(
         _derived_buffer_notice
     )
@@ -109,11 +107,9 @@ def alias_qwen2_vl_image_processor() -> bool:
 
 SPIN_ENV = "ASYNCRL_VLLM_SPIN_S"
 """rollout.engine_spin_s, as the rollout worker hands it to vLLM's processes."""
-EAGER_HELPERS_ENV = "ASYNCRL_VLLM_EAGER_HELPERS"
-""""1" where the engine runs eagerly on CPU (rollout.engine.eager_helpers)."""
 
 
-def _eager_helpers(on: bool) -> None:
+def run_compiled_helpers_eagerly() -> None:
     """Turn torch.compile off in this process (`torch._dynamo.config.disable`, read
     at every call of a compiled function: torch/_dynamo/convert_frame.py:2549-2570).
 
@@ -122,12 +118,11 @@ def _eager_helpers(on: bool) -> None:
     rank with one (`batched_count_greater_than`, vllm/v1/sample/ops/logprobs.py:10,
     called for every request that asks for logprobs: sampler.py:347-351), and on
     CPU its backend is inductor (platforms/interface.py:172), so the first request
-    an engine serves waits ~2 s for dynamo's trace, inductor's C++ and its cache
+    an engine serves waited ~2 s for dynamo's trace, inductor's C++ and its cache
     keys. Eagerly the helper computes the same counts."""
-    if on:
-        import torch._dynamo
+    import torch._dynamo
 
-        torch._dynamo.config.disable = True
+    torch._dynamo.config.disable = True
 
 
 def _limit_spin(seconds: str | None) -> None:
@@ -254,6 +249,14 @@ class WorkerInspection:
         import os
 
         return {**expand_kernel_in_use(), "pid": os.getpid()}
+
+    def asyncrl_run_helpers_eagerly(self) -> int:
+        """`run_compiled_helpers_eagerly()` in this worker's process (one that runs
+        the model: the client's process keeps torch.compile); returns its pid."""
+        import os
+
+        run_compiled_helpers_eagerly()
+        return os.getpid()
 
     def asyncrl_process(self) -> dict[str, Any]:
         """This worker's process: its pid, its parent's, the cores it may run on, and

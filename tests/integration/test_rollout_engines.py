@@ -161,12 +161,14 @@ def test_a_stopping_engine_is_gone_within_its_grace(tiny_policy, event_loop_runn
     """A bound CPU engine's model runs in its one engine-core process, the one spawned
     before vLLM asked for it, born with the libraries vLLM preloads for it; its first
     request (logprobs included) compiles nothing there (vLLM's compiled helpers run
-    eagerly in an eager CPU engine: ~2 s saved); stopping it with the rollout worker's
+    eagerly in an eager CPU engine: ~2 s saved), while this process keeps
+    torch.compile; stopping it with the rollout worker's
     grace takes about that long (vLLM's own default waits ~3 s here for the
     interpreter to finalize) and leaves no process behind."""
     import os
 
     import psutil
+    import torch._dynamo
 
     from rollout.engine import Engine, SamplingSpec
     from rollout.worker import ENGINE_EXIT_GRACE_S
@@ -177,6 +179,7 @@ def test_a_stopping_engine_is_gone_within_its_grace(tiny_policy, event_loop_runn
     assert len(first.logprobs) == len(first.token_ids) > 0
     (process,) = event_loop_runner(engine.processes())
     assert engine.eager_helpers and process["compiled_frames"] == 0
+    assert not torch._dynamo.config.disable, "only the process that runs the model"
     assert process["ppid"] == os.getpid()  # spawned here: no worker process below it
     assert process["pid"] == engine.prespawned.process.pid
     # what its dynamic loader started with is what vLLM's own spawn would have had

@@ -127,12 +127,10 @@ def test_eager_helpers_turn_torch_compile_off_so_a_compiled_function_runs_as_wri
 ):
     from torch._dynamo.utils import counters
 
-    from rollout.vllm_plugin import _eager_helpers
+    from rollout.vllm_plugin import run_compiled_helpers_eagerly
 
     monkeypatch.setattr(torch._dynamo.config, "disable", False)  # restored afterwards
-    _eager_helpers(False)
-    assert not torch._dynamo.config.disable
-    _eager_helpers(True)
+    run_compiled_helpers_eagerly()
     compiled_before = counters["frames"]["ok"]
 
     @torch.compile(backend="eager")
