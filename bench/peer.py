@@ -146,8 +146,8 @@ def main() -> None:
         "max_completion_tokens": case.completion_tokens,
         "lr": 1e-4,
         "steps": case.steps,
-        "seed": 0,
     }
+    start_accuracy = _held_out({"start": start}, case)  # the same for every seed
     reports = []
     with tempfile.TemporaryDirectory(prefix="asyncrl-peer-") as tmp:
         for seed in range(args.seeds):
@@ -157,8 +157,8 @@ def main() -> None:
             sides = {"trl": _run_trl(start, seeded, case, work)}
             for mode in modes:
                 sides[f"asyncrl_{mode}"] = _run_asyncrl(start, seeded, case, mode, work)
-            held_out = _held_out(start, {k: v["final_model"] for k, v in sides.items()}, case)
-            reports.append(_report(case, sides, held_out))
+            finals = {name: side["final_model"] for name, side in sides.items()}
+            reports.append(_report(case, sides, start_accuracy | _held_out(finals, case)))
     report = pooled(reports)
     _print(report)
     write_json(args.json, "peer", report)
@@ -272,13 +272,13 @@ def _timed(command: list[str], what: str) -> float:
     return time.perf_counter() - started
 
 
-def _held_out(start: str, finals: dict[str, str], case: Case) -> dict[str, float]:
-    """Greedy accuracy on HELD_OUT unseen tasks, per trained policy and the start one."""
+def _held_out(policies: dict[str, str], case: Case) -> dict[str, float]:
+    """Greedy accuracy on HELD_OUT unseen tasks, per named policy directory."""
     from bench.peer_tasks import solved
 
     seeds = [HELD_OUT_SEED + i for i in range(HELD_OUT)]
     accuracy = {}
-    for name, path in {"start": start, **finals}.items():
+    for name, path in policies.items():
         right = solved(path, case.env, seeds, case.max_new_tokens)
         accuracy[name] = sum(right) / len(right)
     return accuracy
@@ -335,10 +335,10 @@ def pooled(reports: list[dict[str, Any]]) -> dict[str, Any]:
     sides = {}
     for name in reports[0]["sides"]:
         runs = [r["sides"][name] for r in reports]
-        row: dict[str, Any] = {key: _mean([run[key] for run in runs]) for key in POOLED}
+        row: dict[str, Any] = {key: statistics.fmean([run[key] for run in runs]) for key in POOLED}
         rewards = [run["reward_at_equal_time"] for run in runs]
         known = [r for r in rewards if r is not None]
-        row["reward_at_equal_time"] = _mean(known) if known else None
+        row["reward_at_equal_time"] = statistics.fmean(known) if known else None
         row["reward_at_equal_time_se"] = (
             statistics.stdev(known) / len(known) ** 0.5 if len(known) > 1 else None
         )
@@ -353,7 +353,7 @@ def pooled(reports: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "case": reports[0]["case"],
         "seeds": len(reports),
-        "equal_loop_time_s": _mean([r["equal_loop_time_s"] for r in reports]),
+        "equal_loop_time_s": statistics.fmean([r["equal_loop_time_s"] for r in reports]),
         "held_out_start_accuracy": reports[0]["held_out_start_accuracy"],
         "sides": sides,
         "ratios": _ratios(sides),
@@ -370,19 +370,15 @@ def _ratios(rows: dict[str, dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
 def _mean_or_none(values: tuple[float | None, ...]) -> float | None:
     known = [v for v in values if v is not None]
-    return _mean(known) if known else None
+    return statistics.fmean(known) if known else None
 
 
 def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
     """Each key's mean over the rows that have it."""
     keys = {key for row in rows for key in row}
-    return {key: _mean([row[key] for row in rows if key in row]) for key in sorted(keys)}
+    return {key: statistics.fmean([row[key] for row in rows if key in row]) for key in sorted(keys)}
 
 
 def _reward_at(steps: list[dict[str, float]], when: float) -> float | None:
