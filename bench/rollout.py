@@ -196,10 +196,11 @@ async def _speculation(
             engine.shutdown()
 
 
-ALTERNATIONS = 4
-"""Agent-loop and raw runs alternate this many times (each from a cold prefix cache);
-the tiny policy's episodes are a few tokens long, so one run is a fraction of a
-second and a single pair is noisy."""
+ALTERNATIONS = 16
+"""Agent-loop and raw runs alternate this many times (each from a cold prefix cache),
+after one untimed run of each; the tiny policy's episodes are a few tokens long, so
+one run is about 0.1 s and a single pair is noisy (at 4 pairs the ratio moved
+0.71-0.92 between two calls in one process)."""
 
 
 async def _agent_vs_raw(engine: Engine, codec: ChatCodec, episodes: int) -> tuple[Rate, Rate, Rate]:
@@ -224,11 +225,15 @@ async def _agent_vs_raw(engine: Engine, codec: ChatCodec, episodes: int) -> tupl
         return sum([await _raw(engine, prompt, spec) for prompt, spec in turns[seed]])
 
     await _warm_up(engine, codec)
+    # untimed: the agent loop records its turns (and, first in the process, pays its
+    # one-time costs: the env's and codec's first calls), then raw vLLM replays them
+    await asyncio.gather(*[episode(s) for s in range(episodes)])
+    recording = False
+    await asyncio.gather(*[raw_episode(s) for s in range(episodes)])
     agents, raws = [], []
     for _ in range(ALTERNATIONS):  # alternate, each from a cold prefix cache
         await engine.llm.reset_prefix_cache()
         agents.append(await _timed(lambda: asyncio.gather(*[episode(s) for s in range(episodes)])))
-        recording = False
         await engine.llm.reset_prefix_cache()
         raws.append(
             await _timed(lambda: asyncio.gather(*[raw_episode(s) for s in range(episodes)]))
