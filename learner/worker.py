@@ -130,10 +130,18 @@ class LearnerWorker:
     def load_checkpoint(self, directory: str, tag: str) -> int:
         return self.trainer.load_checkpoint(directory, tag)
 
-    def fp8_plan(self) -> dict[str, list[str]] | None:
+    def fp8_plan(self) -> dict[str, Any] | None:
         """Which linear layers train in float8 and which stayed (precision=fp8)."""
         plan = self.trainer.fp8_plan
-        return None if plan is None else {"converted": plan.converted, "kept": plan.kept}
+        return (
+            None
+            if plan is None
+            else {
+                "converted": plan.converted,
+                "kept": plan.kept,
+                "emulated": plan.emulated,
+            }
+        )
 
     def health(self) -> dict[str, Any]:
         return {"rank": self.trainer.rank.rank, "version": self.trainer.version, "pid": os.getpid()}

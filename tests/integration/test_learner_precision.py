@@ -44,8 +44,14 @@ BF16_LOGPROB_TOLERANCE = 0.3
 (measured 0.16)."""
 BF16_LOSS_TOLERANCE = 0.05
 """The first-step loss gap under fp8_bf16 (measured 0.027)."""
-UPDATE_COSINE = 0.5
-"""Min cosine between fp8's and fp32's first weight update in the float8 layers."""
+UPDATE_COSINE = 0.3
+"""Min cosine between fp8's and fp32's first weight update in the float8 layers.
+Adam's first step is about lr * sign(gradient), so this is about twice the share
+of elements whose gradient sign both agree on, minus one; float8's noise flips the
+small ones. Measured above 0.5 on the tiny policy as built on AMD EPYC machines,
+0.456 as built on an Intel Xeon (the same with torchao's emulated matmuls and
+with torch's own CPU float8 product). A backward of the wrong sign gives about
+-0.46, one that returns noise about 0."""
 REWARDS = [[1.0, 0.0, 0.5, 0.0], [0.0, 1.0, 1.0, 0.2]]
 
 
@@ -89,6 +95,7 @@ def test_fp8_training_tracks_fp32(fp32_run, tiny_policy, tmp_path, event_loop_ru
     assert len(plan["converted"]) == 28  # 4 layers x (4 attention + 3 MLP projections)
     assert all("lm_head" not in name and "embed" not in name for name in plan["converted"])
     assert any("lm_head" in kept for kept in plan["kept"])
+    assert plan["emulated"]  # a CPU learner: float8 matmuls emulated (learner/fp8.py)
 
     key = "learner/mismatch_abs_logprob"
     print(f"logprob gap to fp32: fp8 {metrics[key]:.4f}, fp32 {reference[key]:.2e}")

@@ -78,3 +78,39 @@ def test_start_up_listing_folds_layer_indices():
             "mlp.down_proj",
         )
     ]
+
+
+def _float8_linear(emulate: bool):
+    from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(128, 384, bias=False))
+    return convert_to_float8_training(model, config=Float8LinearConfig(emulate=emulate))
+
+
+def test_a_cpu_learner_emulates_the_float8_matmuls_with_the_same_result():
+    """On CPU the recipe runs its float8 matmuls emulated (learner/fp8.py: torch's
+    `_scaled_mm` hands them to oneDNN's reference kernel on a CPU with AMX). The
+    emulation is the arithmetic of torch's own CPU float8 product (its non-oneDNN
+    path, taken with oneDNN off): the same output and gradients to fp32 rounding."""
+    pytest.importorskip("torchao")
+    model = _qwen3(moe=False)
+    plan = convert_to_fp8(model)
+    assert plan.emulated and model.model.layers[0].mlp.up_proj.config.emulate
+    assert not convert_to_fp8(_qwen3(moe=False), emulate=False).emulated
+
+    emulated, scaled_mm = _float8_linear(emulate=True), _float8_linear(emulate=False)
+    x = torch.randn(64, 128, requires_grad=True)
+    out = emulated(x)
+    with torch.backends.mkldnn.flags(enabled=False):  # torch's own float8 product
+        reference = scaled_mm(x)
+        reference.square().sum().backward()
+    grad_x, x.grad = x.grad, None
+    out.square().sum().backward()
+    fp32 = x @ emulated[0].weight.t()
+    assert (out - fp32).abs().max() > 1e-3  # float8 rounding happened
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, grad_x, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        emulated[0].weight.grad, scaled_mm[0].weight.grad, rtol=1e-4, atol=1e-4
+    )
