@@ -133,15 +133,7 @@ class LearnerWorker:
     def fp8_plan(self) -> dict[str, Any] | None:
         """Which linear layers train in float8 and which stayed (precision=fp8)."""
         plan = self.trainer.fp8_plan
-        return (
-            None
-            if plan is None
-            else {
-                "converted": plan.converted,
-                "kept": plan.kept,
-                "emulated": plan.emulated,
-            }
-        )
+        return None if plan is None else dataclasses.asdict(plan)
 
     def health(self) -> dict[str, Any]:
         return {"rank": self.trainer.rank.rank, "version": self.trainer.version, "pid": os.getpid()}
