@@ -81,14 +81,14 @@ def plan_fp8(model: torch.nn.Module) -> Fp8Plan:
     return plan
 
 
-def convert_to_fp8(model: torch.nn.Module, emulate: bool | None = None) -> Fp8Plan:
+def convert_to_fp8(model: torch.nn.Module, *, emulate: bool) -> Fp8Plan:
     """Swap the planned linear layers for torchao Float8Linear in place. `emulate`:
-    run their float8 matmuls emulated (see the module docstring); by default where
-    the learner trains on CPU, that is where CUDA is absent."""
+    run their float8 matmuls emulated (see the module docstring); the learner asks
+    for it where it trains on CPU (learner.setup.trains_on_cpu)."""
     from torchao.float8 import Float8LinearConfig, convert_to_float8_training
 
     plan = plan_fp8(model)
-    plan.emulated = trains_on_cpu() if emulate is None else emulate
+    plan.emulated = emulate
     chosen = set(plan.converted)
     convert_to_float8_training(
         model,
@@ -103,11 +103,6 @@ def convert_to_fp8(model: torch.nn.Module, emulate: bool | None = None) -> Fp8Pl
         ", ".join(compact(plan.kept)) or "none",
     )
     return plan
-
-
-def trains_on_cpu() -> bool:
-    """The learner's device rule (learner.setup: NCCL and CUDA where CUDA is)."""
-    return not torch.cuda.is_available()
 
 
 def compact(names: list[str]) -> list[str]:

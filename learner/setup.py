@@ -33,6 +33,12 @@ BF16_ENGINE = ("bf16", "fp8_bf16")
 """Precisions DeepSpeed runs in its bf16 mode (bf16 parameters, fp32 master copy)."""
 
 
+def trains_on_cpu() -> bool:
+    """The learner's device rule, its one owner: a rank trains on CUDA (NCCL) where
+    CUDA is, else on CPU (gloo, DeepSpeed's CPU accelerator, emulated float8)."""
+    return not torch.cuda.is_available()
+
+
 @dataclass(frozen=True)
 class RankInfo:
     """A rank's place in the process group and where the group meets: rank 0's node
@@ -127,9 +133,9 @@ def init_distributed(rank: RankInfo) -> None:
         MASTER_ADDR=rank.master_addr,
         MASTER_PORT=str(rank.master_port),
     )
-    if not torch.cuda.is_available():
+    if trains_on_cpu():
         skip_cpu_shm_op()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = "gloo" if trains_on_cpu() else "nccl"
     deepspeed.init_distributed(dist_backend=backend, verbose=False)
 
 
@@ -145,7 +151,7 @@ def build_engine(model_path: str, cfg: LearnerConfig, world_size: int) -> tuple[
     if cfg.precision in FLOAT8:
         from learner.fp8 import convert_to_fp8
 
-        fp8_plan = convert_to_fp8(model)
+        fp8_plan = convert_to_fp8(model, emulate=trains_on_cpu())
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step))
     engine, *_ = deepspeed.initialize(

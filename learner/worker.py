@@ -60,11 +60,10 @@ class LearnerWorker:
 
     def start(self, master_addr: str, master_port: int) -> int:
         """Join the process group at rank 0's address and build the trainer."""
-        import torch
+        from learner.setup import RankInfo, trains_on_cpu
 
-        if not torch.cuda.is_available():
+        if trains_on_cpu():
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        from learner.setup import RankInfo
         from learner.trainer import Trainer
 
         model_path, algo, temperature, seed = self.args

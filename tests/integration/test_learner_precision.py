@@ -155,14 +155,14 @@ def test_the_logprob_tolerance_catches_a_miswired_float8_recipe(tiny_policy):
     reference = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
 
     right = copy.deepcopy(base)
-    convert_to_fp8(right)
+    convert_to_fp8(right, emulate=True)
     chosen = set(plan_fp8(base).converted)
     e5m2 = CastConfig(target_dtype=torch.float8_e5m2)
     wrong = copy.deepcopy(base)
     convert_to_float8_training(
         wrong,
         module_filter_fn=lambda _, fqn: fqn in chosen,
-        config=Float8LinearConfig(cast_config_input=e5m2, cast_config_weight=e5m2),
+        config=Float8LinearConfig(cast_config_input=e5m2, cast_config_weight=e5m2, emulate=True),
     )
     right_gap, wrong_gap = _logprob_gap(right, reference, ids), _logprob_gap(wrong, reference, ids)
     print(f"logprob gap to fp32: e4m3 forward {right_gap:.3f}, e5m2 forward {wrong_gap:.3f}")

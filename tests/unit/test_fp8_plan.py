@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from learner.fp8 import convert_to_fp8, plan_fp8
+from learner.setup import trains_on_cpu
 
 
 def _qwen3(moe: bool):
@@ -53,7 +54,7 @@ def test_converted_model_trains_and_keeps_its_state_dict_names():
     pytest.importorskip("torchao")
     model = _qwen3(moe=False)
     names = set(model.state_dict())
-    plan = convert_to_fp8(model)
+    plan = convert_to_fp8(model, emulate=True)
     assert type(model.model.layers[0].self_attn.q_proj).__name__ == "Float8Linear"
     assert type(model.lm_head).__name__ == "Linear" and len(plan.converted) == 14
     assert set(model.state_dict()) == names  # exports and checkpoints are unchanged
@@ -95,7 +96,8 @@ def test_a_cpu_learner_emulates_the_float8_matmuls_with_the_same_result():
     path, taken with oneDNN off): the same output and gradients to fp32 rounding."""
     pytest.importorskip("torchao")
     model = _qwen3(moe=False)
-    plan = convert_to_fp8(model)
+    assert trains_on_cpu()  # the unit tier runs without CUDA
+    plan = convert_to_fp8(model, emulate=trains_on_cpu())
     assert plan.emulated and model.model.layers[0].mlp.up_proj.config.emulate
     assert not convert_to_fp8(_qwen3(moe=False), emulate=False).emulated
 
