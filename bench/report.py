@@ -23,6 +23,8 @@ from bench import async_vs_sync, charts, peer
 from bench.record import ROOT, environment, read_json
 
 RESULTS_DIR = ROOT / "bench" / "results"
+BASELINE = "baseline"
+"""Under the results dir: earlier records kept to compare against (bench/results/baseline/)."""
 OUT = ROOT / "bench" / "RESULTS.md"
 
 
@@ -78,12 +80,13 @@ def write_report(
     Returns the names of the benchmarks that failed or left no usable results."""
     out = Path(out)
     records = {name: read_json(Path(results_dir) / f"{name}.json") for name in names}
+    baselines = {name: read_json(Path(results_dir) / BASELINE / f"{name}.json") for name in names}
     body: list[str] = []
     goals: list[tuple[str, Goal]] = []
     failed: list[str] = []
     for name in names:
         run = runs.get(name, {})
-        lines, found, ok = _section(name, run, records[name], out.parent)
+        lines, found, ok = _section(name, run, records[name], out.parent, baselines[name])
         body += lines
         goals += [(name, goal) for goal in found]
         if not ok:
@@ -96,9 +99,10 @@ def write_report(
 
 
 def _section(
-    name: str, run: dict, record: dict | None, base: Path
+    name: str, run: dict, record: dict | None, base: Path, baseline: dict | None = None
 ) -> tuple[list[str], list[Goal], bool]:
-    """(markdown lines, goals, whether the benchmark has usable results)."""
+    """(markdown lines, goals, whether the benchmark has usable results); `baseline`:
+    an earlier record of the same benchmark to set this one's accounting against."""
     spec = SECTIONS.get(name) or Section(name, "", _generic, None)
     head = [f"## {spec.title}", ""]
     plot = base / "plots" / f"{name}.png"
@@ -111,6 +115,7 @@ def _section(
     else:
         try:
             rendered = spec.render(record["results"])
+            rendered.lines += _before_after(record, baseline)
             if spec.plot is not None:
                 spec.plot(record["results"], plot)
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:
@@ -324,6 +329,42 @@ def _accounting(sides: dict[str, Any]) -> list[str]:
     ]
     intro = "Where a step goes (each run's own perf/* metrics, mean over steps after the first):"
     return ["", intro, "", *_table(["", *accounted], rows)]
+
+
+def _before_after(record: dict, baseline: dict | None) -> list[str]:
+    """The accounting of each asyncrl mode in an earlier record of this benchmark
+    (`baseline`) beside this record's, with each side's speed and process time
+    against TRL's in its own run (absolute rates move between days on a shared host)."""
+    if baseline is None:
+        return []
+    before, after = baseline["results"]["sides"], record["results"]["sides"]
+    modes = [m for m in ("asyncrl_sync", "asyncrl_async") if m in before and m in after]
+    modes = [m for m in modes if before[m].get("accounting") and after[m].get("accounting")]
+    if not modes or "trl" not in before or "trl" not in after:
+        return []
+    columns = [(sides, m) for m in modes for sides in (before, after)]
+
+    def against_trl(key: str) -> list[str]:
+        return [f"{_num(_ratio(s[m][key], s['trl'][key]))}x" for s, m in columns]
+
+    rows = [
+        [
+            "TRL's step in the same run, s (the day's speed)",
+            *[_num(s["trl"]["step_s"], 3) for s, _ in columns],
+        ],
+        ["samples/s / TRL's, same run", *against_trl("samples_per_s")],
+        ["process time / TRL's, same run", *against_trl("process_s")],
+        *[
+            [label, *[_num(s[m]["accounting"].get(key), 3) for s, m in columns]]
+            for key, label in ACCOUNTING_ROWS.items()
+        ],
+    ]
+    intro = (
+        f"Before and after, each mode: the run at commit {baseline['commit'][:7]} "
+        f"({baseline['started']}, bench/results/{BASELINE}/) against this one."
+    )
+    header = ["", *[f"{m} {when}" for m in modes for when in ("before", "after")]]
+    return ["", intro, "", *_table(header, rows)]
 
 
 def _envs(r: dict[str, Any]) -> Rendered:

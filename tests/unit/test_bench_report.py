@@ -414,3 +414,23 @@ def test_reward_at_equal_wall_time():
     assert reward_at(history, 100.0) == pytest.approx(0.5)  # steps in [80, 100]
     assert reward_at(history, 50.0) == pytest.approx(0.1)  # none in [40, 50]: the last done
     assert math.isnan(reward_at(history, 5.0))
+
+
+def test_an_earlier_record_in_baseline_is_set_beside_this_runs_accounting(tmp_path, report):
+    _, text, _ = report
+    assert "Before and after" not in text  # no baseline record, no table
+    results = tmp_path / "results"
+    earlier = json.loads(json.dumps(RESULTS["peer_larger"]))
+    earlier["sides"]["asyncrl_sync"]["samples_per_s"] = 1.0  # as fast as TRL then
+    earlier["sides"]["asyncrl_sync"]["accounting"]["perf/step_s"] = 128.0
+    _write(results / "baseline", "peer_larger", earlier, commit="b" * 40)
+    out = tmp_path / "with_baseline" / "RESULTS.md"
+    write_report(_runs(), NAMES, results_dir=results, out=out)
+    text = out.read_text()
+    section = text.split("## Peer: TRL's GRPOTrainer, larger case", 1)[1].split("\n## ", 1)[0]
+    assert "Before and after, each mode: the run at commit bbbbbbb (2030-01-02T03:04:05" in section
+    modes = "asyncrl_sync before | asyncrl_sync after | asyncrl_async before | asyncrl_async after"
+    assert f"|  | {modes} |" in section
+    assert "| TRL's step in the same run, s (the day's speed) | 100.000 | 100.000 |" in section
+    assert "| samples/s / TRL's, same run | 1.00x | 2.00x | 1.60x | 1.60x |" in section
+    assert "| step, wall s | 128.000 | 50.000 | 62.500 | 62.500 |" in section
