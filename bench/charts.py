@@ -96,6 +96,43 @@ def rollout(results: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
+def peer(results: dict[str, Any], path: Path) -> None:
+    """Each side's reward per step against the training loop's time and against the
+    process's (start-up included), the peer comparison's two clocks. A step sits at
+    its end time, averaged over seeds (`step_end_s`); a record without it spaces the
+    steps at the side's mean step time, and the title says so."""
+    fig = Figure(figsize=(10, 4.2))
+    by_loop, by_process = fig.subplots(1, 2, sharey=True)
+    spaced = False
+    for name, side in results["sides"].items():
+        ends = side.get("step_end_s")
+        if ends is None:
+            spaced = True
+            step = side["loop_s"] / len(side["rewards"])
+            ends = [step * (i + 1) for i in range(len(side["rewards"]))]
+        points = [(t, r) for t, r in zip(ends, side["rewards"], strict=False) if r is not None]
+        if not points:
+            continue  # a side that logs no reward (TRL's tool loop in the agentic case)
+        times, rewards = zip(*points, strict=True)
+        by_loop.plot(times, rewards, "-", linewidth=1, label=name)
+        by_process.plot([side["startup_s"] + t for t in times], rewards, "-", linewidth=1)
+    by_loop.axvline(
+        results["equal_loop_time_s"], color="grey", linestyle=":", label="equal loop time"
+    )
+    by_loop.set(xlabel="training loop time (s)", ylabel="mean reward of the step")
+    by_process.set(xlabel="process time, start-up included (s)")
+    for ax in (by_loop, by_process):
+        ax.grid(True, alpha=0.3)
+    by_loop.legend(fontsize=8)
+    case = results["case"]
+    seeds = results.get("seeds", 1)
+    fig.suptitle(
+        f"peer, {case['name']} case: reward over time, mean of {seeds} seed(s)"
+        + (" (steps spaced at each side's mean step time)" if spaced else "")
+    )
+    _save(fig, path)
+
+
 def memory(results: dict[str, Any], path: Path) -> None:
     """PSS of the run's process tree over time, the peak marked."""
     fig, ax = _figure()

@@ -299,6 +299,7 @@ def _report(case: Case, sides: dict[str, dict], held_out: dict[str, float]) -> d
             "reward_at_equal_time": _reward_at(side["steps"], equal_time),
             "held_out_accuracy": held_out[name],
             "rewards": [s.get("reward") for s in side["steps"]],
+            "step_end_s": [s["loop_s"] for s in side["steps"]],
             "accounting": side.get("accounting", {}),
         }
     return {
@@ -348,6 +349,8 @@ def pooled(reports: list[dict[str, Any]]) -> dict[str, Any]:
         }
         per_step = zip(*(run["rewards"] for run in runs), strict=False)  # to the shortest
         row["rewards"] = [_mean_or_none(step) for step in per_step]
+        ends = zip(*(run.get("step_end_s", []) for run in runs), strict=False)
+        row["step_end_s"] = [statistics.fmean(step) for step in ends] or None
         row["accounting"] = _mean_rows([run.get("accounting", {}) for run in runs])
         sides[name] = row
     return {

@@ -578,14 +578,14 @@ SECTIONS = {
         "start policy and one-turn calculator task with matched hyper-parameters "
         "(bench/peer.py says which); each side in its own process.",
         _peer,
-        None,
+        charts.peer,
     ),
     "peer_larger": Section(
         "Peer: TRL's GRPOTrainer, larger case",
         "The same comparison with a ~30M-parameter Qwen3 built from config (random "
         "weights: its reward says nothing, its speed does) and up to 256 new tokens.",
         _peer,
-        None,
+        charts.peer,
         module="peer",
     ),
     "peer_agentic": Section(
@@ -596,7 +596,7 @@ SECTIONS = {
         "whose greedy answers skip the tool at the start. Held-out accuracy runs every "
         "episode to its end, tool calls answered. bench/peer.py lists what differs.",
         _peer,
-        None,
+        charts.peer,
         module="peer",
     ),
     "memory": Section(

@@ -152,6 +152,8 @@ def test_seeds_pool_into_means_with_the_rewards_standard_error_and_ratios_of_mea
         for r in (0.1, 0.3)
     ]
     reports[1]["sides"]["trl"]["samples_per_s"] *= 3  # TRL twice as fast on average
+    slow_trl = reports[1]["sides"]["trl"]
+    slow_trl["step_end_s"] = [2 * t for t in slow_trl["step_end_s"]]
     report = pooled(reports)
     assert report["seeds"] == 2
     ours, trl = report["sides"]["asyncrl_sync"], report["sides"]["trl"]
@@ -160,6 +162,9 @@ def test_seeds_pool_into_means_with_the_rewards_standard_error_and_ratios_of_mea
     assert trl["reward_at_equal_time_se"] == pytest.approx(0.0)
     assert ours["per_seed"]["reward_at_equal_time"] == pytest.approx([0.1, 0.3])
     assert ours["rewards"] == pytest.approx([0.2] * case.steps)
+    assert ours["step_end_s"][-1] == pytest.approx(40.0)  # each step's end, mean over seeds
+    assert trl["step_end_s"][0] == pytest.approx(1.5 * 60.0 / case.steps)
+    assert trl["step_end_s"][-1] == pytest.approx(90.0)
     assert ours["accounting"]["perf/step_s"] == pytest.approx(40.0 / case.steps)
     assert report["ratios"]["asyncrl_sync/trl samples/s"] == pytest.approx(0.75)  # 1.5 / 2
     assert report["ratios"]["asyncrl_sync/trl process time"] == pytest.approx(0.75)
